@@ -1,0 +1,146 @@
+import re
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+
+from timm_groupoct.layers import (
+    GroupedBottleneck, GroupNormRuleAct, get_norm_act, group_norm_groups, resolve_groups, valid_groups_near)
+
+from seed_reference import SeedGroupedBottleneck, load_in_order
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+# ---- group-count checks -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('channels, groups, expected', [
+    (48, 7, (6, 8)), (64, 7, (4, 8)), (64, 9, (8, 16)), (10, 3, (2, 5)), (7, 8, (7,)), (12, 100, (12,))])
+def test_valid_groups_near(channels, groups, expected):
+    assert valid_groups_near(channels, groups) == expected
+
+
+def test_resolve_groups_accepts_divisors():
+    assert resolve_groups(64, 8) == 8
+    assert resolve_groups(64, 64) == 64
+    assert resolve_groups(64, 1) == 1
+
+
+def test_resolve_groups_error_names_layer_channels_and_choices():
+    with pytest.raises(ValueError) as e:
+        resolve_groups(48, 7, where='stages.1.0 (3x3 grouped conv)')
+    msg = str(e.value)
+    assert msg.startswith('stages.1.0 (3x3 grouped conv): groups=7 does not divide its 48 channels.')
+    assert 'Nearest valid choices: groups=6 or groups=8' in msg
+    assert 'adjust_groups=True' in msg
+
+
+@pytest.mark.parametrize('groups', [0, -2, 2.0])
+def test_resolve_groups_rejects_non_positive_int(groups):
+    with pytest.raises(ValueError, match='groups must be a positive integer'):
+        resolve_groups(64, groups)
+
+
+def test_resolve_groups_adjust_lowers_like_seed_002_and_warns():
+    with pytest.warns(UserWarning, match=r'groups=7 does not divide its 48 channels; lowered to groups=6'):
+        assert resolve_groups(48, 7, adjust=True) == 6
+
+
+def test_resolve_groups_adjust_is_silent_when_nothing_changes():
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert resolve_groups(64, 8, adjust=True) == 8
+
+
+# ---- GroupedBottleneck --------------------------------------------------------------------------------------
+
+def test_bottleneck_params_and_shapes_with_projection():
+    blk = GroupedBottleneck(64, 128, stride=2, groups=8, bottleneck_ratio=0.5)
+    # conv1 64*64, conv2 64*(64/8)*9, conv3 64*128, projection 64*128, and 2 affine params per norm channel
+    expected = 64 * 64 + 64 * 8 * 9 + 64 * 128 + 64 * 128 + 2 * (64 + 64 + 128 + 128)
+    assert n_params(blk) == expected == 25_856
+    assert blk.groups == 8 and blk.conv2.groups == 8
+    assert blk(torch.randn(2, 64, 32, 32)).shape == (2, 128, 16, 16)
+
+
+def test_bottleneck_identity_shortcut():
+    blk = GroupedBottleneck(128, 128, stride=1, groups=8)
+    assert blk.downsample is None
+    assert blk(torch.randn(2, 128, 9, 9)).shape == (2, 128, 9, 9)
+
+
+@pytest.mark.parametrize('size, out', [(33, 17), (7, 4), (1, 1)])
+def test_bottleneck_odd_sizes_with_stride(size, out):
+    blk = GroupedBottleneck(16, 32, stride=2, groups=4).eval()
+    assert blk(torch.randn(1, 16, size, size)).shape == (1, 32, out, out)
+
+
+def test_bottleneck_with_resnext_width_is_seed_001_block():
+    # seed 001: ResNeXtBlock_X(in_ch=256, bottleneck_ch=64, groups=4, base_width=4): width=int(64*4/64)*4=16
+    blk = GroupedBottleneck(256, 256, groups=4, mid_chs=16)
+    assert n_params(blk) == 9_344
+    assert blk(torch.randn(2, 256, 56, 56)).shape == (2, 256, 56, 56)
+
+
+@pytest.mark.parametrize('in_chs, out_chs, stride', [(64, 128, 2), (128, 128, 1)])
+def test_bottleneck_computes_what_seed_000_computes(in_chs, out_chs, stride):
+    ours, seed = GroupedBottleneck(in_chs, out_chs, stride, groups=8), SeedGroupedBottleneck(in_chs, out_chs, 8, stride)
+    for m in seed.modules():  # non-trivial norm statistics and affine params
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.uniform_(m.weight, 0.5, 1.5), nn.init.normal_(m.bias), nn.init.uniform_(m.running_var, 0.5, 2)
+            nn.init.normal_(m.running_mean)
+    load_in_order(ours, seed)
+    x = torch.randn(2, in_chs, 16, 16)
+    ours.eval(), seed.eval()
+    torch.testing.assert_close(ours(x), seed(x), rtol=1e-5, atol=1e-5)
+    ours.train(), seed.train()
+    torch.testing.assert_close(ours(x), seed(x), rtol=1e-5, atol=1e-5)
+
+
+def test_bottleneck_groups_error_through_block():
+    with pytest.raises(ValueError, match=re.escape('stages.2.1 (3x3 grouped conv): groups=7 does not divide its 48')):
+        GroupedBottleneck(96, 96, groups=7, where='stages.2.1')
+
+
+def test_bottleneck_drop_path_and_zero_init():
+    blk = GroupedBottleneck(32, 32, groups=4, drop_path_rate=0.2)
+    assert blk.drop_path.drop_prob == 0.2
+    blk.zero_init_last()
+    blk.eval()
+    x = torch.randn(2, 32, 8, 8).relu()
+    torch.testing.assert_close(blk(x), x)  # zero residual branch: the block is relu(shortcut)
+
+
+def test_bottleneck_other_act_and_norm():
+    blk = GroupedBottleneck(32, 64, groups=4, norm_layer='layernorm2d', act_layer='gelu')
+    assert type(blk.act3).__name__ == 'GELU'
+    assert 'LayerNorm' in type(blk.bn1).__name__
+    assert blk(torch.randn(1, 32, 8, 8)).shape == (1, 64, 8, 8)
+
+
+# ---- norm choice ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('channels, groups', [(64, 32), (48, 16), (24, 8), (12, 4), (6, 2), (3, 1), (256, 32)])
+def test_group_norm_group_rule(channels, groups):
+    assert group_norm_groups(channels) == groups
+
+
+def test_groupnorm_by_name_follows_the_rule_for_any_width():
+    norm = get_norm_act('groupnorm', 'relu')
+    assert norm(48).num_groups == 16
+    assert norm(64).num_groups == 32
+    assert norm(6, apply_act=False).num_groups == 2
+    assert isinstance(norm(64).act, nn.ReLU) and isinstance(norm(64, apply_act=False).act, nn.Identity)
+
+
+def test_groupnorm_explicit_groups_that_do_not_divide():
+    with pytest.raises(ValueError, match=r'num_groups=5 does not divide num_channels=64.*here 32'):
+        GroupNormRuleAct(64, num_groups=5)
+
+
+def test_unknown_norm_layer():
+    with pytest.raises(ValueError, match="unknown norm_layer 'fancynorm'"):
+        get_norm_act('fancynorm', 'relu')

@@ -1,0 +1,21 @@
+"""What the subcommands share: model-name checks with helpful errors."""
+import difflib
+
+import timm
+
+import timm_groupoct
+
+
+class CLIError(Exception):
+    """A user error: printed as one message, exit status 2."""
+
+
+def check_model_name(name: str) -> str:
+    """Return `name` if timm can build it, else raise a CLIError listing close matches."""
+    if name.startswith(('hf-hub:', 'local-dir:')) or timm.is_model(name):
+        return name
+    ours = timm_groupoct.list_models()
+    close = difflib.get_close_matches(name, ours, n=5, cutoff=0.5) or \
+        difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f' Close matches: {", ".join(close)}.' if close else ''
+    raise CLIError(f"unknown model '{name}'.{hint} `timm-groupoct list` shows this package's models.")

@@ -1,0 +1,2 @@
+"""Model families; importing a module registers its models with timm."""
+from .groupnet import *

@@ -1,0 +1,289 @@
+"""GroupNet: a 2-conv stem, stages of grouped bottlenecks, global pool + linear (seeds 000 and 002).
+
+Each stage's first block halves the resolution. With the stride-1 stem of seed 000 a 128x128 input leaves
+the stages at 64, 32 and 16 px; the ImageNet variants use a stride-4 stem and 4 stages (overall stride 64
+is avoided by a stride-1 first stage, as in ResNet), so 224 px ends at 7x7.
+"""
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ConvNormAct, create_classifier
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from ..layers import GroupedBottleneck, get_norm_act
+
+__all__ = ['GroupNet']
+
+LayerType = Union[str, Callable, type]
+
+
+def make_stage(
+        in_chs: int,
+        out_chs: int,
+        depth: int,
+        stride: int,
+        drop_path_rates: Sequence[float],
+        where: str,
+        **block_kwargs,
+) -> nn.Sequential:
+    """`depth` grouped bottlenecks; the first changes channels and carries the stride."""
+    return nn.Sequential(*[
+        GroupedBottleneck(
+            in_chs if i == 0 else out_chs,
+            out_chs,
+            stride=stride if i == 0 else 1,
+            drop_path_rate=drop_path_rates[i],
+            where=f'{where}.{i}',
+            **block_kwargs,
+        )
+        for i in range(depth)
+    ])
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if num_classes < 0:
+        raise ValueError(f'num_classes must be >= 0 (0 removes the classifier), got {num_classes}')
+
+
+class GroupNet(nn.Module):
+    """Stem (two 3x3 conv-norm-act) -> stages of `GroupedBottleneck` -> global pool -> fc.
+
+    (N, in_chans, H, W) -> (N, num_classes); `forward_features` gives (N, widths[-1], H / r, W / r) with
+    r = stem_stride * prod(strides).
+    """
+
+    def __init__(
+            self,
+            depths: Sequence[int] = (2, 2, 2),
+            widths: Sequence[int] = (128, 256, 512),
+            strides: Optional[Sequence[int]] = None,
+            stem_width: int = 64,
+            stem_stride: int = 1,
+            groups: int = 8,
+            bottleneck_ratio: float = 0.5,
+            adjust_groups: bool = False,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            norm_layer: LayerType = 'batchnorm',
+            act_layer: LayerType = 'relu',
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            zero_init_last: bool = True,
+    ):
+        """
+        Args:
+            depths: blocks per stage.
+            widths: output channels per stage.
+            strides: stride of each stage's first block; default 2 for every stage (seed 000).
+            stem_width: channels of both stem convs.
+            stem_stride: 1 (seed 000, small inputs), 2 or 4 (first / both stem convs strided).
+            groups: groups of every 3x3 grouped conv; must divide each block's bottleneck width.
+            bottleneck_ratio: bottleneck width = round(stage width * ratio).
+            adjust_groups: lower `groups` where it does not divide a bottleneck width (warns) instead of
+                raising (seed 002's behaviour).
+        """
+        super().__init__()
+        strides = tuple(strides) if strides is not None else (2,) * len(depths)
+        if not len(depths) == len(widths) == len(strides):
+            raise ValueError(
+                f'depths, widths and strides need one entry per stage, got {len(depths)}, {len(widths)} '
+                f'and {len(strides)}')
+        if stem_stride not in (1, 2, 4):
+            raise ValueError(f'stem_stride must be 1, 2 or 4, got {stem_stride}')
+        _check_num_classes(num_classes)
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        norm_act = get_norm_act(norm_layer, act_layer)
+        self.stem = nn.Sequential(
+            ConvNormAct(in_chans, stem_width, 3, stride=min(stem_stride, 2), norm_layer=norm_act),
+            ConvNormAct(stem_width, stem_width, 3, stride=max(1, stem_stride // 2), norm_layer=norm_act),
+        )
+        self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module='stem')]
+
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
+        stages = []
+        in_chs, reduction = stem_width, stem_stride
+        for i, (depth, width, stride) in enumerate(zip(depths, widths, strides)):
+            reduction *= stride
+            stages.append(make_stage(
+                in_chs, width, depth, stride, dpr[i].tolist(), where=f'stages.{i}', groups=groups,
+                bottleneck_ratio=bottleneck_ratio, adjust_groups=adjust_groups, norm_layer=norm_layer,
+                act_layer=act_layer,
+            ))
+            self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f'stages.{i}'))
+            in_chs = width
+        self.stages = nn.Sequential(*stages)
+
+        self.num_features = self.head_hidden_size = in_chs
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.init_weights(zero_init_last=zero_init_last)
+
+    @torch.jit.ignore
+    def init_weights(self, zero_init_last: bool = True) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, GroupedBottleneck):
+                    m.zero_init_last()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str = 'avg') -> None:
+        _check_num_classes(num_classes)
+        self.num_classes = num_classes
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Features and the outputs of the stem (index 0) and of each stage (1..n).
+
+        Args:
+            indices: take the last n levels if int, all if None, these levels if a sequence.
+            norm: unused (no final norm in this model).
+            stop_early: stop after the last level asked for.
+            intermediates_only: return only the intermediates.
+        """
+        assert output_fmt == 'NCHW', 'Output shape must be NCHW.'
+        intermediates = []
+        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
+        x = self.stem(x)
+        if 0 in take_indices:
+            intermediates.append(x)
+        if torch.jit.is_scripting() or not stop_early:  # stages can't be sliced in torchscript
+            stages = self.stages
+        else:
+            stages = self.stages[:max_index]
+        for feat_idx, stage in enumerate(stages, start=1):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint_seq(stage, x)
+            else:
+                x = stage(x)
+            if feat_idx in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages after the last level in `indices` (and the head); return the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
+        self.stages = self.stages[:max_index]
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.stages, x)
+        else:
+            x = self.stages(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate:
+            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        return self.forward_head(x)
+
+
+def _create_groupnet(variant: str, pretrained: bool = False, **kwargs) -> GroupNet:
+    num_levels = len(kwargs.get('depths', (2, 2, 2))) + 1
+    return build_model_with_cfg(
+        GroupNet, variant, pretrained,
+        feature_cfg=dict(feature_cls='getter', out_indices=tuple(range(num_levels))),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs):
+    return {
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bilinear',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.0.conv', 'classifier': 'fc', 'license': 'apache-2.0',
+        **kwargs,
+    }
+
+
+# Seed 000's network (and 002's) is a stride-1 model for small inputs: its reference size is 128 px.
+default_cfgs = generate_default_cfgs({
+    'groupnet_small': _cfg(input_size=(3, 128, 128), pool_size=(16, 16), crop_pct=1.0),
+    'groupconvnet': _cfg(input_size=(3, 128, 128), pool_size=(16, 16), crop_pct=1.0),
+    'groupnet_tiny': _cfg(),
+    'groupnet_base': _cfg(),
+})
+
+
+@register_model
+def groupnet_small(pretrained: bool = False, **kwargs) -> GroupNet:
+    """GroupNet of seed 000: stride-1 stem 64, stages 128/256/512 x 2 blocks, groups 8, ratio 0.5."""
+    model_args = dict(depths=(2, 2, 2), widths=(128, 256, 512), stem_width=64, stem_stride=1, groups=8,
+                      bottleneck_ratio=0.5)
+    return _create_groupnet('groupnet_small', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def groupconvnet(pretrained: bool = False, **kwargs) -> GroupNet:
+    """GroupConvNet of seed 002: groupnet_small's layout, lowering groups (with a warning) where they
+    do not divide a bottleneck width instead of raising."""
+    model_args = dict(depths=(2, 2, 2), widths=(128, 256, 512), stem_width=64, stem_stride=1, groups=8,
+                      bottleneck_ratio=0.5, adjust_groups=True)
+    return _create_groupnet('groupconvnet', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def groupnet_tiny(pretrained: bool = False, **kwargs) -> GroupNet:
+    """GroupNet-Tiny for 224 px: stride-4 stem 64, stages 128/256/512/1024 x (2, 2, 4, 2), groups 16.
+
+    5.21M parameters, 1.78 GFLOPs at 224x224 (1000 classes).
+    """
+    model_args = dict(depths=(2, 2, 4, 2), widths=(128, 256, 512, 1024), strides=(1, 2, 2, 2), stem_width=64,
+                      stem_stride=4, groups=16, bottleneck_ratio=0.5)
+    return _create_groupnet('groupnet_tiny', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def groupnet_base(pretrained: bool = False, **kwargs) -> GroupNet:
+    """GroupNet-Base for 224 px: stride-4 stem 64, stages 256/512/1024/2048 x (3, 4, 6, 3), groups 32.
+
+    25.06M parameters, 8.50 GFLOPs at 224x224 (1000 classes): ResNeXt-50 32x4d's budget.
+    """
+    model_args = dict(depths=(3, 4, 6, 3), widths=(256, 512, 1024, 2048), strides=(1, 2, 2, 2), stem_width=64,
+                      stem_stride=4, groups=32, bottleneck_ratio=0.5)
+    return _create_groupnet('groupnet_base', pretrained, **dict(model_args, **kwargs))
