@@ -18,7 +18,8 @@ test: venv
 	$(PY) -m pytest -q tests
 
 demo: venv
-	$(VENV)/bin/timm-groupoct info groupnet_small --input-size 3 128 128
+	$(VENV)/bin/timm-groupoct list
+	$(VENV)/bin/timm-groupoct info groupnet_small --input-size 3 128 128 --num-classes 10
 
 clean:
 	rm -rf $(VENV) build *.egg-info
