@@ -106,9 +106,17 @@ def test_negative_num_classes():
         timm.create_model('groupnet_small').reset_classifier(-5)
 
 
-def test_stem_stride_must_be_1_2_or_4():
-    with pytest.raises(ValueError, match='stem_stride must be 1, 2 or 4, got 3'):
-        GroupNet(stem_stride=3)
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(stem_stride=3), "stem_stride for stem_type='double' must be 1 or 2 or 4, got 3"),
+    (dict(stem_type='single', stem_stride=4), "stem_stride for stem_type='single' must be 1 or 2, got 4"),
+    (dict(stem_type='resnet', stem_stride=2), "stem_stride for stem_type='resnet' must be 4, got 2"),
+    (dict(stem_type='deep'), "stem_type must be one of double, single, resnet, got 'deep'"),
+    (dict(block='bottle'), "block must be 'bottleneck' or 'basic', got 'bottle'"),
+    (dict(widths=(128, 256, 510), base_width=4), 'needs stage widths divisible by 4, got (128, 256, 510)'),
+])
+def test_configuration_errors(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GroupNet(**kwargs)
 
 
 @pytest.mark.parametrize('stem_stride, strides, reductions', [

@@ -1,3 +1,5 @@
 """Building blocks shared by the model families."""
-from .grouped import GroupedBottleneck, resolve_groups, valid_groups_near
-from .norm import GROUP_NORM_CANDIDATES, GroupNormRuleAct, get_norm_act, group_norm_groups
+from .grouped import GroupedBottleneck, GroupedResidualBlock, resnext_width, resolve_groups, valid_groups_near
+from .norm import (
+    GROUP_NORM_CANDIDATES, ConvNormLayers, GroupNormRuleAct, conv_norm_act, get_conv_norm_layers, get_norm_act,
+    group_norm_groups)

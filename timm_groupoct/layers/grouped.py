@@ -1,20 +1,22 @@
 """Grouped residual blocks and the group-count check they share.
 
 `GroupedBottleneck` is one block for two width rules: GroupNet's (`mid = round(out * bottleneck_ratio)`,
-seeds 000/002) and ResNeXt's (`mid = int(planes * base_width / 64) * groups`, seed 001), the latter by
-passing `mid_chs`. Its module names are timm's ResNet bottleneck names (conv1/bn1 ... downsample), so
-weights of timm's and torchvision's ResNe(X)ts load without renaming.
+seeds 000/002) and ResNeXt's (`mid = resnext_width(planes, base_width, groups)`, seed 001), the latter by
+passing `mid_chs`. `GroupedResidualBlock` is seed 001's simple block (one grouped 3x3). Module names are
+timm's ResNet block names (conv1/bn1 ... downsample.0/1), so timm's and torchvision's ResNe(X)t block weights
+load without renaming.
 """
+import math
 import warnings
 from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, create_act_layer, create_conv2d
+from timm.layers import DropPath, create_act_layer
 
-from .norm import get_norm_act
+from .norm import ConvNormLayers, get_conv_norm_layers
 
-__all__ = ['valid_groups_near', 'resolve_groups', 'GroupedBottleneck']
+__all__ = ['valid_groups_near', 'resolve_groups', 'resnext_width', 'GroupedBottleneck', 'GroupedResidualBlock']
 
 LayerType = Union[str, Callable, type]
 
@@ -50,6 +52,18 @@ def resolve_groups(channels: int, groups: int, adjust: bool = False, where: str 
         f'that set the channel count), or pass adjust_groups=True to lower groups automatically with a warning.')
 
 
+def resnext_width(planes: int, base_width: int, groups: int) -> int:
+    """Width of a ResNeXt bottleneck's grouped 3x3: `int(planes * base_width / 64) * groups` (Xie et al.)."""
+    return int(planes * base_width / 64) * groups
+
+
+def _projection(in_chs: int, out_chs: int, stride: int, layers: ConvNormLayers) -> Optional[nn.Module]:
+    """The shortcut: None (identity) when shape is kept, else a strided 1x1 conv + norm (keys 0 / 1)."""
+    if stride == 1 and in_chs == out_chs:
+        return None
+    return nn.Sequential(layers.conv(in_chs, out_chs, 1, stride=stride), layers.norm_act(out_chs, apply_act=False))
+
+
 class GroupedBottleneck(nn.Module):
     """1x1 reduce -> 3x3 grouped conv (carries the stride) -> 1x1 expand, plus a residual; act after the add.
 
@@ -81,23 +95,17 @@ class GroupedBottleneck(nn.Module):
         if mid_chs is None:
             mid_chs = max(1, int(round(out_chs * bottleneck_ratio)))
         self.groups = resolve_groups(mid_chs, groups, adjust_groups, where=f'{where} (3x3 grouped conv)')
-        norm_act = get_norm_act(norm_layer, act_layer)
+        layers = get_conv_norm_layers(norm_layer, act_layer)
 
-        self.conv1 = create_conv2d(in_chs, mid_chs, 1)
-        self.bn1 = norm_act(mid_chs)
-        self.conv2 = create_conv2d(mid_chs, mid_chs, 3, stride=stride, groups=self.groups)
-        self.bn2 = norm_act(mid_chs)
-        self.conv3 = create_conv2d(mid_chs, out_chs, 1)
-        self.bn3 = norm_act(out_chs, apply_act=False)
+        self.conv1 = layers.conv(in_chs, mid_chs, 1)
+        self.bn1 = layers.norm_act(mid_chs)
+        self.conv2 = layers.conv(mid_chs, mid_chs, 3, stride=stride, groups=self.groups)
+        self.bn2 = layers.norm_act(mid_chs)
+        self.conv3 = layers.conv(mid_chs, out_chs, 1)
+        self.bn3 = layers.norm_act(out_chs, apply_act=False)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
         self.act3 = create_act_layer(act_layer, inplace=True)
-
-        self.downsample: Optional[nn.Module] = None
-        if stride != 1 or in_chs != out_chs:
-            self.downsample = nn.Sequential(
-                create_conv2d(in_chs, out_chs, 1, stride=stride),
-                norm_act(out_chs, apply_act=False),
-            )
+        self.downsample = _projection(in_chs, out_chs, stride, layers)
 
     def zero_init_last(self) -> None:
         """Start the residual branch at zero, so the block starts as its shortcut."""
@@ -109,3 +117,43 @@ class GroupedBottleneck(nn.Module):
         x = self.bn2(self.conv2(x))
         x = self.bn3(self.conv3(x))
         return self.act3(self.drop_path(x) + shortcut)
+
+
+class GroupedResidualBlock(nn.Module):
+    """3x3 grouped conv (carries the stride) -> norm -> act, plus a residual (seed 001's simple block).
+
+    (N, in_chs, H, W) -> (N, out_chs, ceil(H / stride), ceil(W / stride)). As in the seed the activation comes
+    before the add and there is none after it. The residual is the identity, or a strided 1x1 conv + norm.
+    """
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            stride: int = 1,
+            groups: int = 1,
+            adjust_groups: bool = False,
+            norm_layer: LayerType = 'batchnorm',
+            act_layer: LayerType = 'relu',
+            drop_path_rate: float = 0.,
+            where: str = 'GroupedResidualBlock',
+    ):
+        super().__init__()
+        # a grouped conv needs groups to divide its input and its output channels, i.e. their gcd
+        self.groups = resolve_groups(
+            math.gcd(in_chs, out_chs), groups, adjust_groups,
+            where=f'{where} (3x3 grouped conv {in_chs} -> {out_chs}; groups must divide both, so their gcd)')
+        layers = get_conv_norm_layers(norm_layer, act_layer)
+        self.conv1 = layers.conv(in_chs, out_chs, 3, stride=stride, groups=self.groups)
+        self.bn1 = layers.norm_act(out_chs)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
+        self.downsample = _projection(in_chs, out_chs, stride, layers)
+
+    def zero_init_last(self) -> None:
+        """Start the residual branch at zero, so the block starts as its shortcut."""
+        nn.init.zeros_(self.bn1.weight)
+        nn.init.zeros_(self.bn1.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.drop_path(self.bn1(self.conv1(x))) + shortcut

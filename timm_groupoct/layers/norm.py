@@ -1,15 +1,24 @@
-"""Norm choice shared by every family: a name or class -> a timm norm+act layer factory.
+"""Norm choice shared by every family: a name or class -> the conv and norm(+act) layers to build with.
 
-Names are what timm's `get_norm_act_layer` accepts ('batchnorm', 'groupnorm', 'layernorm2d', 'evonorms0',
-classes such as `nn.BatchNorm2d`, ...). For 'groupnorm' the group count follows one rule whatever the
-channel count: the first of (32, 16, 8, 4, 2, 1) that divides it.
+`norm_layer` takes what timm's `get_norm_act_layer` accepts ('batchnorm', 'groupnorm', 'layernorm2d',
+'evonorms0', classes such as `nn.BatchNorm2d`, ...) and two more names:
+
+- 'groupnorm' (or 'gn'): the group count follows one rule whatever the channel count, the first of
+  (32, 16, 8, 4, 2, 1) that divides it (seed 003);
+- 'gnws' (or 'groupnorm_ws'): GroupNorm after weight-standardized convolutions (timm's `StdConv2d`,
+  Qiao et al. 2019).
 """
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 import torch.nn as nn
-from timm.layers import GroupNormAct, get_norm_act_layer
+from timm.layers import GroupNormAct, StdConv2d, create_conv2d, get_norm_act_layer
 
-__all__ = ['GROUP_NORM_CANDIDATES', 'group_norm_groups', 'GroupNormRuleAct', 'get_norm_act']
+__all__ = [
+    'GROUP_NORM_CANDIDATES', 'group_norm_groups', 'GroupNormRuleAct', 'get_norm_act', 'ConvNormLayers',
+    'get_conv_norm_layers', 'conv_norm_act',
+]
 
 LayerType = Union[str, Callable, type]
 
@@ -43,13 +52,17 @@ class GroupNormRuleAct(GroupNormAct):
         super().__init__(num_channels, num_groups=num_groups, **kwargs)
 
 
+def _norm_key(norm_layer: LayerType) -> Optional[str]:
+    return norm_layer.replace('_', '').replace('-', '').lower() if isinstance(norm_layer, str) else None
+
+
 def get_norm_act(norm_layer: LayerType, act_layer: Optional[LayerType]) -> Callable[..., nn.Module]:
     """A factory `f(num_channels, apply_act=True, **kwargs)` for the norm (+ activation) after a conv.
 
     The result is also accepted as `norm_layer` by timm's `ConvNormAct` and `get_norm_act_layer`.
     """
-    is_gn_name = isinstance(norm_layer, str) and norm_layer.replace('_', '').lower() == 'groupnorm'
-    if is_gn_name or norm_layer in (nn.GroupNorm, GroupNormAct):
+    key = _norm_key(norm_layer)
+    if key in ('groupnorm', 'gn', 'groupnormws', 'gnws') or norm_layer in (nn.GroupNorm, GroupNormAct):
         # a plain function: timm's factories pass functions through unchanged
         def group_norm_act(num_channels: int, **kwargs) -> GroupNormRuleAct:
             return GroupNormRuleAct(num_channels, **{'act_layer': act_layer, **kwargs})
@@ -58,5 +71,37 @@ def get_norm_act(norm_layer: LayerType, act_layer: Optional[LayerType]) -> Calla
         return get_norm_act_layer(norm_layer, act_layer)
     except (KeyError, AssertionError) as e:
         raise ValueError(
-            f'unknown norm_layer {norm_layer!r}: use a name timm knows (batchnorm, groupnorm, layernorm2d, '
-            f'evonorms0, frn, ...) or a norm class') from e
+            f'unknown norm_layer {norm_layer!r}: use batchnorm, groupnorm, gnws (GroupNorm + weight '
+            f'standardization), another name timm knows (layernorm2d, evonorms0, frn, ...) or a norm class') from e
+
+
+def _plain_conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Module:
+    return create_conv2d(in_chs, out_chs, kernel_size, stride=stride, groups=groups)
+
+
+def _std_conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1) -> nn.Module:
+    return StdConv2d(in_chs, out_chs, kernel_size, stride=stride, groups=groups)
+
+
+@dataclass(frozen=True)
+class ConvNormLayers:
+    """What a norm choice builds: `conv(in, out, k, stride=1, groups=1)` and `norm_act(chs, apply_act=True)`."""
+    conv: Callable[..., nn.Module]
+    norm_act: Callable[..., nn.Module]
+
+
+def get_conv_norm_layers(norm_layer: LayerType = 'batchnorm', act_layer: LayerType = 'relu') -> ConvNormLayers:
+    """Resolve a norm choice (see the module docstring) and an activation into conv and norm+act factories."""
+    conv = _std_conv if _norm_key(norm_layer) in ('gnws', 'groupnormws') else _plain_conv
+    return ConvNormLayers(conv=conv, norm_act=get_norm_act(norm_layer, act_layer))
+
+
+def conv_norm_act(
+        in_chs: int, out_chs: int, kernel_size: int, layers: ConvNormLayers, stride: int = 1, groups: int = 1,
+        apply_act: bool = True,
+) -> nn.Sequential:
+    """conv -> norm (+ act) with timm `ConvNormAct`'s key names (`conv`, `bn`), for any conv type."""
+    return nn.Sequential(OrderedDict(
+        conv=layers.conv(in_chs, out_chs, kernel_size, stride=stride, groups=groups),
+        bn=layers.norm_act(out_chs, apply_act=apply_act),
+    ))
