@@ -11,7 +11,9 @@ import timm.models
 import timm_groupoct
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPECTED = ['groupconvnet', 'groupnet_base', 'groupnet_small', 'groupnet_tiny']
+EXPECTED = [
+    'groupconvnet', 'groupnet_base', 'groupnet_small', 'groupnet_tiny', 'resnext29_8x64d', 'resnext29_16x64d',
+    'resnext50_1x64d_gn', 'resnext50_32x4d_gn', 'resnext50_32x4d_gnws', 'resnext101_32x8d_gn', 'resnext_simple11_4g']
 
 
 def _run(code: str, **env) -> str:
