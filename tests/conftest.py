@@ -45,6 +45,7 @@ class OfflineHubCache:
 
     def add_state_dict(self, repo_id: str, state_dict: Dict[str, torch.Tensor]) -> Path:
         """A weights-only repo: `model.safetensors` holding `state_dict`."""
+        self.root.mkdir(parents=True, exist_ok=True)
         path = self.root.parent / 'staging.safetensors'
         save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path))
         try:
