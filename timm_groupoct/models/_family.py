@@ -1,11 +1,16 @@
-"""What every family's `_create_*` shares: timm's builder, plus a clear error instead of a random init."""
-from typing import Any, Callable, Dict, Optional
+"""What the families share: the timm model API of a staged classifier, and a builder that refuses to return a
+randomly initialised model for `pretrained=True`."""
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+import torch
 import torch.nn as nn
-from timm.models import build_model_with_cfg
+import torch.nn.functional as F
+from timm.layers import create_classifier
+from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models._builder import resolve_pretrained_cfg
+from timm.models._features import feature_take_indices
 
-__all__ = ['build_model']
+__all__ = ['build_model', 'check_num_classes', 'StagedClassifier']
 
 _WEIGHT_SOURCES = ('hf_hub_id', 'url', 'file', 'state_dict')
 
@@ -36,3 +41,119 @@ def build_model(
         _check_weights_exist(variant, kwargs)
     return build_model_with_cfg(
         model_cls, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=pretrained_filter_fn, **kwargs)
+
+
+def check_num_classes(num_classes: int) -> None:
+    if num_classes < 0:
+        raise ValueError(f'num_classes must be >= 0 (0 removes the classifier), got {num_classes}')
+
+
+class StagedClassifier(nn.Module):
+    """The timm model API for a stem -> stages -> global pool -> fc network.
+
+    A subclass builds `stem`, `stages` (an nn.Sequential of stages), `feature_info` (the stem, then one entry per
+    stage), `num_features`, and calls `init_head`. Two hooks say how tensors flow: `enter_stages` (stem output ->
+    what the first stage takes) and `stage_output` (what a stage returns -> one NCHW tensor); both are identities
+    here.
+    """
+    grad_checkpointing: bool
+
+    def init_head(self, num_classes: int, global_pool: str, drop_rate: float) -> None:
+        check_num_classes(num_classes)
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.head_hidden_size = self.num_features
+        self.grad_checkpointing = False
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+
+    def enter_stages(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def stage_output(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str = 'avg') -> None:
+        check_num_classes(num_classes)
+        self.num_classes = num_classes
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Features and the outputs of the stem (index 0) and of each stage (1..n), each one NCHW tensor.
+
+        Args:
+            indices: take the last n levels if int, all if None, these levels if a sequence.
+            norm: unused (no final norm in these models).
+            stop_early: stop after the last level asked for.
+            intermediates_only: return only the intermediates.
+        """
+        assert output_fmt == 'NCHW', 'Output shape must be NCHW.'
+        intermediates = []
+        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
+        x = self.stem(x)
+        if 0 in take_indices:
+            intermediates.append(x)
+        state = self.enter_stages(x)
+        if torch.jit.is_scripting() or not stop_early:  # stages can't be sliced in torchscript
+            stages = self.stages
+        else:
+            stages = self.stages[:max_index]
+        for feat_idx, stage in enumerate(stages, start=1):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                state = checkpoint_seq(stage, state)
+            else:
+                state = stage(state)
+            if feat_idx in take_indices:
+                intermediates.append(self.stage_output(state))
+        if intermediates_only:
+            return intermediates
+        return self.stage_output(state), intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages after the last level in `indices` (and the head); return the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
+        self.stages = self.stages[:max_index]
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        state = self.enter_stages(self.stem(x))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            state = checkpoint_seq(self.stages, state)
+        else:
+            state = self.stages(state)
+        return self.stage_output(state)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate:
+            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -6,18 +6,15 @@ simple one-conv block). Each stage's first block carries the stage's stride. Wit
 a 128x128 input leaves the stages at 64, 32 and 16 px; the ImageNet variants use a stride-4 stem and a
 stride-1 first stage, as ResNet does, so 224 px ends at 7x7.
 """
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import create_classifier
-from timm.models import checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs, register_model
 
 from ..layers import GroupedBottleneck, GroupedResidualBlock, conv_norm_act, get_conv_norm_layers, resnext_width
-from ._family import build_model
+from ._family import StagedClassifier, build_model
 
 __all__ = ['GroupNet', 'make_stem', 'create_groupnet']
 
@@ -73,12 +70,7 @@ def make_stage(
     ])
 
 
-def _check_num_classes(num_classes: int) -> None:
-    if num_classes < 0:
-        raise ValueError(f'num_classes must be >= 0 (0 removes the classifier), got {num_classes}')
-
-
-class GroupNet(nn.Module):
+class GroupNet(StagedClassifier):
     """Stem -> stages of `GroupedBottleneck` (or `GroupedResidualBlock`) -> global pool -> fc.
 
     (N, in_chans, H, W) -> (N, num_classes); `forward_features` gives (N, widths[-1], H / r, W / r) with
@@ -143,10 +135,6 @@ class GroupNet(nn.Module):
         if base_width is not None and any(w % 4 for w in widths):
             raise ValueError(f'base_width (ResNeXt width rule, expansion 4) needs stage widths divisible by 4, '
                              f'got {tuple(widths)}')
-        _check_num_classes(num_classes)
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
 
         self.stem = make_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
         self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module='stem')]
@@ -167,8 +155,8 @@ class GroupNet(nn.Module):
             in_chs = width
         self.stages = nn.Sequential(*stages)
 
-        self.num_features = self.head_hidden_size = in_chs
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.num_features = in_chs
+        self.init_head(num_classes, global_pool, drop_rate)
         self.init_weights(zero_init_last=zero_init_last)
 
     @torch.jit.ignore
@@ -180,92 +168,6 @@ class GroupNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, (GroupedBottleneck, GroupedResidualBlock)):
                     m.zero_init_last()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str = 'avg') -> None:
-        _check_num_classes(num_classes)
-        self.num_classes = num_classes
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Features and the outputs of the stem (index 0) and of each stage (1..n).
-
-        Args:
-            indices: take the last n levels if int, all if None, these levels if a sequence.
-            norm: unused (no final norm in this model).
-            stop_early: stop after the last level asked for.
-            intermediates_only: return only the intermediates.
-        """
-        assert output_fmt == 'NCHW', 'Output shape must be NCHW.'
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        x = self.stem(x)
-        if 0 in take_indices:
-            intermediates.append(x)
-        if torch.jit.is_scripting() or not stop_early:  # stages can't be sliced in torchscript
-            stages = self.stages
-        else:
-            stages = self.stages[:max_index]
-        for feat_idx, stage in enumerate(stages, start=1):
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint_seq(stage, x)
-            else:
-                x = stage(x)
-            if feat_idx in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages after the last level in `indices` (and the head); return the kept indices."""
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        self.stages = self.stages[:max_index]
-        if prune_head:
-            self.reset_classifier(0, '')
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.stages, x)
-        else:
-            x = self.stages(x)
-        return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_features(x)
-        return self.forward_head(x)
 
 
 def create_groupnet(variant: str, pretrained: bool = False, **kwargs) -> GroupNet:
