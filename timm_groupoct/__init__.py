@@ -14,7 +14,7 @@ from . import models  # noqa: F401  (registers the models)
 __version__ = '0.1.0'
 
 # timm keys its registry by a model module's last name: these are ours.
-FAMILY_MODULES = ('groupnet', 'resnext')
+FAMILY_MODULES = ('groupnet', 'resnext', 'octnet')
 
 
 def list_models(filter: Union[str, List[str]] = '', pretrained: bool = False, include_tags: bool = False) -> List[str]:

@@ -73,6 +73,25 @@ def _shape(shape: Sequence[int]) -> str:
     return 'x'.join(str(s) for s in shape)
 
 
+def _level_shapes(model: nn.Module, infos: List[dict], x: torch.Tensor) -> List[Tuple[int, ...]]:
+    """Output shape (C, H, W) of each feature level: from `forward_intermediates` (one tensor per level, as
+    timm defines them) where the model has it, else from forward hooks on the `feature_info` modules."""
+    if hasattr(model, 'forward_intermediates'):
+        return [tuple(t.shape[1:]) for t in model.forward_intermediates(x, intermediates_only=True)]
+    shapes = {}
+    hooks = [
+        model.get_submodule(info['module']).register_forward_hook(
+            lambda mod, inp, out, key=info['module']: shapes.__setitem__(key, tuple(out.shape[1:])))
+        for info in infos
+    ]
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [shapes[info['module']] for info in infos]
+
+
 def model_report(model: nn.Module, input_size: Sequence[int], name: Optional[str] = None) -> ModelReport:
     """Run one image of `input_size` (C, H, W) through `model` (in eval mode) and report it."""
     if len(input_size) != 3:
@@ -80,19 +99,13 @@ def model_report(model: nn.Module, input_size: Sequence[int], name: Optional[str
     was_training = model.training
     model.eval()
     infos = list(getattr(model, 'feature_info', []))
-    shapes = {}
-    hooks = [
-        model.get_submodule(info['module']).register_forward_hook(
-            lambda mod, inp, out, key=info['module']: shapes.__setitem__(key, tuple(out.shape[1:])))
-        for info in infos
-    ]
     x = torch.randn(1, *input_size)
     try:
+        with torch.no_grad():
+            shapes = _level_shapes(model, infos, x)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             out = model(x)
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
 
     prefix = type(model).__name__
@@ -100,12 +113,12 @@ def model_report(model: nn.Module, input_size: Sequence[int], name: Optional[str
     levels = [
         LevelReport(
             module=info['module'],
-            shape=shapes[info['module']],
+            shape=shape,
             reduction=info['reduction'],
             params=count_params(model.get_submodule(info['module'])),
             gflops=flops.get(f'{prefix}.{info["module"]}', 0) / 1e9,
         )
-        for info in infos
+        for info, shape in zip(infos, shapes)
     ]
     total_params, total_gflops = count_params(model), counter.get_total_flops() / 1e9
     grouped = [

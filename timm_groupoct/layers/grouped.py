@@ -28,12 +28,13 @@ def valid_groups_near(channels: int, groups: int) -> Tuple[int, ...]:
     return tuple(d for d in (below, above) if d is not None)
 
 
-def resolve_groups(channels: int, groups: int, adjust: bool = False, where: str = 'grouped conv') -> int:
+def resolve_groups(channels: int, groups: int, adjust: bool = False, where: str = 'grouped conv',
+                   can_adjust: bool = True) -> int:
     """Check that `groups` divides `channels`.
 
-    Raises a ValueError naming the layer, its channels and the nearest valid group counts. With
-    `adjust=True` (seed 002's behaviour, opt-in) it instead lowers `groups` to the largest divisor of
-    `channels` below it, and warns.
+    Raises a ValueError naming the layer, its channels and the nearest valid group counts (and, where the caller
+    offers it, `can_adjust`, the `adjust_groups` option). With `adjust=True` (seed 002's behaviour, opt-in) it
+    instead lowers `groups` to the largest divisor of `channels` below it, and warns.
     """
     if not isinstance(groups, int) or groups < 1:
         raise ValueError(f'{where}: groups must be a positive integer, got {groups!r}')
@@ -46,10 +47,11 @@ def resolve_groups(channels: int, groups: int, adjust: bool = False, where: str 
             f'{where}: groups={groups} does not divide its {channels} channels; lowered to groups={lowered} '
             f'because adjust_groups=True', stacklevel=3)
         return lowered
+    advice = ', or pass adjust_groups=True to lower groups automatically with a warning' if can_adjust else ''
     raise ValueError(
         f'{where}: groups={groups} does not divide its {channels} channels. Nearest valid choices: '
         f'{" or ".join(f"groups={g}" for g in nearest)}. Change groups (or the widths / bottleneck_ratio '
-        f'that set the channel count), or pass adjust_groups=True to lower groups automatically with a warning.')
+        f'that set the channel count){advice}.')
 
 
 def resnext_width(planes: int, base_width: int, groups: int) -> int:

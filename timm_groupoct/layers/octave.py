@@ -10,17 +10,17 @@ import math
 from typing import Callable, Optional, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import create_act_layer
-from timm.models import register_notrace_function
 
 from .grouped import resolve_groups
 from .norm import get_conv_norm_layers
 
 __all__ = [
-    'Bands', 'split_channels', 'pool_band', 'add_upsampled', 'split_bands', 'merge_bands', 'OctaveConv2d',
-    'OctaveConvNormAct', 'OctaveBottleneck',
+    'Bands', 'split_channels', 'pool_band', 'add_upsampled', 'split_bands', 'merge_bands', 'BandSequential',
+    'OctaveConv2d', 'OctaveConvNormAct', 'OctaveBottleneck',
 ]
 
 Bands = Tuple[torch.Tensor, torch.Tensor]
@@ -44,7 +44,6 @@ def _empty_like_band(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x.new_zeros((x.shape[0], 0, height, width))
 
 
-@register_notrace_function
 def add_upsampled(x_h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """x_h + nearest-upsample(y) to x_h's size, in place on x_h.
 
@@ -57,7 +56,6 @@ def add_upsampled(x_h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return x_h.add_(F.interpolate(y, size=(h, w), mode='nearest'))
 
 
-@register_notrace_function
 def merge_bands(x_h: torch.Tensor, x_l: torch.Tensor) -> torch.Tensor:
     """(high, low) -> one (N, C_h + C_l, H, W) tensor: the low band upsampled (nearest) and concatenated."""
     if x_l.shape[1] == 0:
@@ -72,6 +70,20 @@ def split_bands(x: torch.Tensor, alpha: float) -> Bands:
     x_h, x_l = x[:, :high], x[:, high:]
     x_l = pool_band(x_l) if low > 0 else _empty_like_band(x, (x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2)
     return x_h, x_l
+
+
+# Shape-dependent helpers are leaves for torch.fx (timm's and torchvision's feature extractors): fx.wrap patches
+# them in every module that calls them by name, so each calling module wraps them at import.
+torch.fx.wrap('add_upsampled')
+
+
+class BandSequential(nn.Sequential):
+    """nn.Sequential over (high, low) bands; typed so that TorchScript passes the pair through."""
+
+    def forward(self, x: Bands) -> Bands:
+        for module in self:
+            x = module(x)
+        return x
 
 
 class OctaveConv2d(nn.Module):
@@ -123,7 +135,8 @@ class OctaveConv2d(nn.Module):
         def path(cin: int, cout: int, path_groups: int, name: str, path_stride: int = 1) -> Optional[nn.Module]:
             if cin == 0 or cout == 0:
                 return None
-            g = resolve_groups(math.gcd(cin, cout), path_groups, where=f'{where} {name} ({cin} -> {cout} channels)')
+            g = resolve_groups(math.gcd(cin, cout), path_groups, where=f'{where} {name} ({cin} -> {cout} channels)',
+                               can_adjust=False)
             return conv(cin, cout, kernel_size, stride=path_stride, groups=g, bias=bias)
 
         self.conv_h2h = path(self.in_h, self.out_h, math.ceil(groups - alpha_in * groups), 'H->H',

@@ -1,0 +1,240 @@
+"""OctNet family (seed 004; Chen et al., "Drop an Octave", ICCV 2019): networks of Octave convolutions.
+
+`octnet_mini` is seed 004's OctNetMini. `oct_resnet*` / `oct_resnext50_32x4d` follow the paper with the layout of
+the widely used PyTorch reference (d-li14/octconv.pytorch): the stem and the first block's input are single-band,
+the first block of the last stage goes back to one band (alpha_out = 0) and the rest of the last stage is vanilla.
+Stride-2 layers downsample the bands by average pooling, as the paper does; with `alpha=0` every layer is a
+plain (strided) conv and the network is exactly ResNet-50 / ResNeXt-50.
+"""
+import re
+from typing import Callable, Dict, Optional, Sequence, Union
+
+import torch
+import torch.fx
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import generate_default_cfgs, register_model
+
+from ..layers import (
+    BandSequential, Bands, OctaveBottleneck, OctaveConvNormAct, merge_bands, resnext_width, split_bands)
+from ._family import StagedClassifier, build_model
+from .groupnet import STEM_STRIDES, make_stem
+
+__all__ = ['OctNet', 'checkpoint_filter_fn']
+
+LayerType = Union[str, Callable, type]
+
+# leaves for torch.fx: they read channel counts and sizes off the tensors
+torch.fx.wrap('split_bands')
+torch.fx.wrap('merge_bands')
+
+
+class OctNet(StagedClassifier):
+    """Stem -> split into (high, low) bands -> stages of octave blocks -> merge -> global pool -> fc.
+
+    (N, in_chans, H, W) -> (N, num_classes). `forward_features`, the intermediates and `features_only` give
+    merged single tensors (the low band upsampled and concatenated), (N, C, H / r, W / r).
+    """
+
+    def __init__(
+            self,
+            depths: Sequence[int] = (1, 1),
+            widths: Sequence[int] = (128, 128),
+            strides: Optional[Sequence[int]] = None,
+            block: str = 'conv',
+            alpha: float = 0.5,
+            stem_alpha: Optional[float] = None,
+            last_alpha: Optional[float] = None,
+            groups: int = 1,
+            base_width: int = 64,
+            stem_type: str = 'single',
+            stem_width: int = 64,
+            stem_stride: Optional[int] = None,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            norm_layer: LayerType = 'batchnorm',
+            act_layer: LayerType = 'relu',
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            zero_init_last: bool = True,
+    ):
+        """
+        Args:
+            block: 'conv' (seed 004's 3x3 octave conv + per-band norm + act) or 'bottleneck' (`OctaveBottleneck`,
+                width `int(width / 4 * base_width / 64) * groups`).
+            alpha: share of low-frequency channels in every block's output.
+            stem_alpha: share split off the stem output (default `alpha`; 0 keeps the first block's input single-band).
+            last_alpha: share in the last stage's output (default `alpha`; 0 ends single-band as the reference does).
+            stem_type / stem_stride: see `make_stem` ('single' 3x3 conv, 'double', or 'resnet' 7x7 + max pool).
+        """
+        super().__init__()
+        strides = tuple(strides) if strides is not None else (1,) * len(depths)
+        if not len(depths) == len(widths) == len(strides):
+            raise ValueError(
+                f'depths, widths and strides need one entry per stage, got {len(depths)}, {len(widths)} '
+                f'and {len(strides)}')
+        if block not in ('conv', 'bottleneck'):
+            raise ValueError(f"block must be 'conv' or 'bottleneck', got {block!r}")
+        if block == 'conv' and drop_path_rate > 0.:
+            raise ValueError("drop_path_rate needs residual blocks: use block='bottleneck' or drop_path_rate=0")
+        stem_alpha = alpha if stem_alpha is None else stem_alpha
+        last_alpha = alpha if last_alpha is None else last_alpha
+        for name, a in (('alpha', alpha), ('stem_alpha', stem_alpha), ('last_alpha', last_alpha)):
+            if not 0. <= a <= 1.:
+                raise ValueError(f'{name} must be in [0, 1], got {a}')
+        stem_stride = STEM_STRIDES[stem_type][1] if stem_stride is None else stem_stride
+        self.stem_alpha = stem_alpha
+
+        self.stem = make_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
+        self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module='stem')]
+
+        # a network with no low band anywhere is the vanilla one, strided convs included
+        pool_stride = max(alpha, stem_alpha, last_alpha) > 0
+        layer_kwargs = dict(pool_stride=pool_stride, norm_layer=norm_layer, act_layer=act_layer)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
+        stages = []
+        in_chs, alpha_in, reduction = stem_width, stem_alpha, stem_stride
+        for i, (depth, width, stride) in enumerate(zip(depths, widths, strides)):
+            alpha_out = last_alpha if i == len(depths) - 1 else alpha
+            reduction *= stride
+            blocks = []
+            for j in range(depth):
+                where = f'stages.{i}.{j}'
+                block_stride = stride if j == 0 else 1
+                if block == 'conv':
+                    blocks.append(OctaveConvNormAct(
+                        in_chs, width, 3, alpha_in, alpha_out, block_stride, groups, where=where, **layer_kwargs))
+                else:
+                    blocks.append(OctaveBottleneck(
+                        in_chs, width, resnext_width(width // 4, base_width, groups), block_stride, groups,
+                        alpha_in, alpha_out, drop_path_rate=float(dpr[i][j]), where=where, **layer_kwargs))
+                in_chs, alpha_in = width, alpha_out
+            stages.append(BandSequential(*blocks))
+            self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f'stages.{i}'))
+        self.stages = BandSequential(*stages)
+
+        self.num_features = in_chs
+        self.init_head(num_classes, global_pool, drop_rate)
+        self.init_weights(zero_init_last=zero_init_last)
+
+    @torch.jit.ignore
+    def init_weights(self, zero_init_last: bool = True) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, OctaveBottleneck):
+                    m.zero_init_last()
+
+    def enter_stages(self, x: torch.Tensor) -> Bands:
+        return split_bands(x, self.stem_alpha)
+
+    def stage_output(self, x: Bands) -> torch.Tensor:
+        return merge_bands(x[0], x[1])
+
+
+# ---- weights of the reference implementation and of timm's vanilla ResNe(X)ts ------------------------------------
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: OctNet) -> Dict[str, torch.Tensor]:
+    """Map checkpoint keys onto `OctNet`'s.
+
+    Accepts the Oct-ResNet reference layout (`layerX.N.convK.conv.conv_{h2h,h2l,l2h,l2l}.weight`, `convK.bn_{h,l}.*`,
+    `layerX.0.downsample.0.*`; DataParallel's `module.` prefix), timm / torchvision ResNe(X)t keys for `alpha=0`
+    models (`convK.weight`, `bnK.*`, `downsample.0/1.*` -> the single band's `conv_h2h` / `bn_h`), and this
+    package's own layout (unchanged).
+    """
+    state_dict = state_dict.get('state_dict', state_dict)
+    out = {}
+    for k, v in state_dict.items():
+        k = re.sub(r'^module\.', '', k)
+        k = re.sub(r'^conv1\.', 'stem.0.conv.', k)
+        k = re.sub(r'^bn1\.', 'stem.0.bn.', k)
+        k = re.sub(r'^layer(\d+)\.', lambda m: f'stages.{int(m.group(1)) - 1}.', k)
+        k = k.replace('.downsample.0.conv.', '.downsample.conv.').replace('.downsample.0.bn_', '.downsample.bn_')
+        # vanilla (timm / torchvision) block keys: one band, the high one
+        k = re.sub(r'\.conv(\d)\.weight$', r'.conv\1.conv.conv_h2h.weight', k)
+        k = re.sub(r'\.bn(\d)\.', r'.conv\1.bn_h.', k)
+        k = re.sub(r'\.downsample\.0\.weight$', '.downsample.conv.conv_h2h.weight', k)
+        k = re.sub(r'\.downsample\.1\.', '.downsample.bn_h.', k)
+        out[k] = v
+    return out
+
+
+def _create_octnet(variant: str, pretrained: bool = False, **kwargs) -> OctNet:
+    num_levels = len(kwargs.get('depths', (1, 1))) + 1
+    return build_model(
+        OctNet, variant, pretrained,
+        feature_cfg=dict(feature_cls='getter', out_indices=tuple(range(num_levels))),
+        pretrained_filter_fn=checkpoint_filter_fn,
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs):
+    return {
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bilinear',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.0.conv', 'classifier': 'fc', 'license': 'apache-2.0',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    # seed 004 runs OctNetMini on 32x32 images
+    'octnet_mini': _cfg(input_size=(3, 32, 32), pool_size=(32, 32), crop_pct=1.0),
+    'octnet_mini_gn': _cfg(input_size=(3, 32, 32), pool_size=(32, 32), crop_pct=1.0),
+    'oct_resnet26': _cfg(),
+    'oct_resnet50': _cfg(),
+    'oct_resnet101': _cfg(),
+    'oct_resnext50_32x4d': _cfg(),
+})
+
+# ImageNet Oct-ResNet layout of the reference: single-band stem and first-block input, single-band last stage.
+_OCT_RESNET = dict(block='bottleneck', stem_type='resnet', stem_width=64, widths=(256, 512, 1024, 2048),
+                   strides=(1, 2, 2, 2), stem_alpha=0., last_alpha=0.)
+
+
+def _oct_resnet(variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> OctNet:
+    return _create_octnet(variant, pretrained, **dict(_OCT_RESNET, **model_args, **kwargs))
+
+
+@register_model
+def octnet_mini(pretrained: bool = False, **kwargs) -> OctNet:
+    """OctNetMini of seed 004: 3x3 stem 64 -> split (alpha 0.5) -> octave conv blocks 64->128, 128->128 -> merge."""
+    model_args = dict(depths=(1, 1), widths=(128, 128), block='conv', alpha=0.5, stem_type='single')
+    return _create_octnet('octnet_mini', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def octnet_mini_gn(pretrained: bool = False, **kwargs) -> OctNet:
+    """octnet_mini with GroupNorm in each band (groups: the first of 32, 16, 8, 4, 2, 1 that divides the band)."""
+    model_args = dict(depths=(1, 1), widths=(128, 128), block='conv', alpha=0.5, stem_type='single',
+                      norm_layer='groupnorm')
+    return _create_octnet('octnet_mini_gn', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def oct_resnet26(pretrained: bool = False, **kwargs) -> OctNet:
+    """Oct-ResNet-26 (alpha 0.5 by default): bottlenecks (2, 2, 2, 2)."""
+    return _oct_resnet('oct_resnet26', pretrained, dict(depths=(2, 2, 2, 2)), kwargs)
+
+
+@register_model
+def oct_resnet50(pretrained: bool = False, **kwargs) -> OctNet:
+    """Oct-ResNet-50 (alpha 0.5 by default; the reference reports 77.64% ImageNet top-1). alpha=0 is ResNet-50."""
+    return _oct_resnet('oct_resnet50', pretrained, dict(depths=(3, 4, 6, 3)), kwargs)
+
+
+@register_model
+def oct_resnet101(pretrained: bool = False, **kwargs) -> OctNet:
+    """Oct-ResNet-101 (alpha 0.5 by default; the reference reports 78.79% ImageNet top-1)."""
+    return _oct_resnet('oct_resnet101', pretrained, dict(depths=(3, 4, 23, 3)), kwargs)
+
+
+@register_model
+def oct_resnext50_32x4d(pretrained: bool = False, **kwargs) -> OctNet:
+    """Oct-ResNeXt-50 32x4d (alpha 0.5 by default). alpha=0 is ResNeXt-50 32x4d."""
+    return _oct_resnet('oct_resnext50_32x4d', pretrained, dict(depths=(3, 4, 6, 3), groups=32, base_width=4), kwargs)
