@@ -5,12 +5,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
-__all__ = ['build_model', 'check_num_classes', 'StagedClassifier']
+__all__ = ['default_cfg', 'build_model', 'check_num_classes', 'StagedClassifier']
 
 _WEIGHT_SOURCES = ('hf_hub_id', 'url', 'file', 'state_dict')
 
@@ -28,17 +29,30 @@ def _check_weights_exist(variant: str, kwargs: Dict[str, Any]) -> None:
         f"pretrained=False to train from scratch.")
 
 
+def default_cfg(**kwargs) -> Dict[str, Any]:
+    """A pretrained cfg for this package's models: ImageNet defaults, stem conv `stem.0.conv`, classifier `fc`."""
+    return {
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bilinear',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.0.conv', 'classifier': 'fc', 'license': 'apache-2.0',
+        **kwargs,
+    }
+
+
 def build_model(
         model_cls: type,
         variant: str,
         pretrained: bool,
-        feature_cfg: Optional[Dict[str, Any]] = None,
         pretrained_filter_fn: Optional[Callable] = None,
         **kwargs,
 ) -> nn.Module:
-    """`build_model_with_cfg`, refusing `pretrained=True` where the resolved cfg names no weights."""
+    """`build_model_with_cfg` for a `StagedClassifier` configured with `depths`: `features_only` goes through
+    `forward_intermediates` (levels: the stem, then each stage), and `pretrained=True` where the resolved cfg
+    names no weights is an error."""
     if pretrained:
         _check_weights_exist(variant, kwargs)
+    feature_cfg = dict(feature_cls='getter', out_indices=tuple(range(len(kwargs['depths']) + 1)))
     return build_model_with_cfg(
         model_cls, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=pretrained_filter_fn, **kwargs)
 

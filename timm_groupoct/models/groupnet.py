@@ -10,13 +10,12 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 
 from ..layers import GroupedBottleneck, GroupedResidualBlock, conv_norm_act, get_conv_norm_layers, resnext_width
-from ._family import StagedClassifier, build_model
+from ._family import StagedClassifier, build_model, default_cfg
 
-__all__ = ['GroupNet', 'make_stem', 'create_groupnet']
+__all__ = ['GroupNet', 'make_stem']
 
 LayerType = Union[str, Callable, type]
 
@@ -170,32 +169,17 @@ class GroupNet(StagedClassifier):
                     m.zero_init_last()
 
 
-def create_groupnet(variant: str, pretrained: bool = False, **kwargs) -> GroupNet:
-    """Build a registered GroupNet configuration (used by this family and by `resnext.py`)."""
-    num_levels = len(kwargs.get('depths', (2, 2, 2))) + 1
-    return build_model(
-        GroupNet, variant, pretrained,
-        feature_cfg=dict(feature_cls='getter', out_indices=tuple(range(num_levels))),
-        **kwargs,
-    )
+def _create_groupnet(variant: str, pretrained: bool = False, **kwargs) -> GroupNet:
+    return build_model(GroupNet, variant, pretrained, **kwargs)
 
-
-def _cfg(**kwargs):
-    return {
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bilinear',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.0.conv', 'classifier': 'fc', 'license': 'apache-2.0',
-        **kwargs,
-    }
 
 
 # Seed 000's network (and 002's) is a stride-1 model for small inputs: its reference size is 128 px.
 default_cfgs = generate_default_cfgs({
-    'groupnet_small': _cfg(input_size=(3, 128, 128), pool_size=(16, 16), crop_pct=1.0),
-    'groupconvnet': _cfg(input_size=(3, 128, 128), pool_size=(16, 16), crop_pct=1.0),
-    'groupnet_tiny': _cfg(),
-    'groupnet_base': _cfg(),
+    'groupnet_small': default_cfg(input_size=(3, 128, 128), pool_size=(16, 16), crop_pct=1.0),
+    'groupconvnet': default_cfg(input_size=(3, 128, 128), pool_size=(16, 16), crop_pct=1.0),
+    'groupnet_tiny': default_cfg(),
+    'groupnet_base': default_cfg(),
 })
 
 
@@ -204,7 +188,7 @@ def groupnet_small(pretrained: bool = False, **kwargs) -> GroupNet:
     """GroupNet of seed 000: stride-1 stem 64, stages 128/256/512 x 2 blocks, groups 8, ratio 0.5."""
     model_args = dict(depths=(2, 2, 2), widths=(128, 256, 512), stem_width=64, stem_stride=1, groups=8,
                       bottleneck_ratio=0.5)
-    return create_groupnet('groupnet_small', pretrained, **dict(model_args, **kwargs))
+    return _create_groupnet('groupnet_small', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
@@ -213,7 +197,7 @@ def groupconvnet(pretrained: bool = False, **kwargs) -> GroupNet:
     do not divide a bottleneck width instead of raising."""
     model_args = dict(depths=(2, 2, 2), widths=(128, 256, 512), stem_width=64, stem_stride=1, groups=8,
                       bottleneck_ratio=0.5, adjust_groups=True)
-    return create_groupnet('groupconvnet', pretrained, **dict(model_args, **kwargs))
+    return _create_groupnet('groupconvnet', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
@@ -224,7 +208,7 @@ def groupnet_tiny(pretrained: bool = False, **kwargs) -> GroupNet:
     """
     model_args = dict(depths=(2, 2, 4, 2), widths=(128, 256, 512, 1024), strides=(1, 2, 2, 2), stem_width=64,
                       stem_stride=4, groups=16, bottleneck_ratio=0.5)
-    return create_groupnet('groupnet_tiny', pretrained, **dict(model_args, **kwargs))
+    return _create_groupnet('groupnet_tiny', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
@@ -235,4 +219,4 @@ def groupnet_base(pretrained: bool = False, **kwargs) -> GroupNet:
     """
     model_args = dict(depths=(3, 4, 6, 3), widths=(256, 512, 1024, 2048), strides=(1, 2, 2, 2), stem_width=64,
                       stem_stride=4, groups=32, bottleneck_ratio=0.5)
-    return create_groupnet('groupnet_base', pretrained, **dict(model_args, **kwargs))
+    return _create_groupnet('groupnet_base', pretrained, **dict(model_args, **kwargs))

@@ -12,12 +12,11 @@ from typing import Callable, Dict, Optional, Sequence, Union
 import torch
 import torch.fx
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 
 from ..layers import (
     BandSequential, Bands, OctaveBottleneck, OctaveConvNormAct, merge_bands, resnext_width, split_bands)
-from ._family import StagedClassifier, build_model
+from ._family import StagedClassifier, build_model, default_cfg
 from .groupnet import STEM_STRIDES, make_stem
 
 __all__ = ['OctNet', 'checkpoint_filter_fn']
@@ -163,33 +162,18 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: OctNet) -> 
 
 
 def _create_octnet(variant: str, pretrained: bool = False, **kwargs) -> OctNet:
-    num_levels = len(kwargs.get('depths', (1, 1))) + 1
-    return build_model(
-        OctNet, variant, pretrained,
-        feature_cfg=dict(feature_cls='getter', out_indices=tuple(range(num_levels))),
-        pretrained_filter_fn=checkpoint_filter_fn,
-        **kwargs,
-    )
+    return build_model(OctNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
 
-
-def _cfg(**kwargs):
-    return {
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bilinear',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.0.conv', 'classifier': 'fc', 'license': 'apache-2.0',
-        **kwargs,
-    }
 
 
 default_cfgs = generate_default_cfgs({
     # seed 004 runs OctNetMini on 32x32 images
-    'octnet_mini': _cfg(input_size=(3, 32, 32), pool_size=(32, 32), crop_pct=1.0),
-    'octnet_mini_gn': _cfg(input_size=(3, 32, 32), pool_size=(32, 32), crop_pct=1.0),
-    'oct_resnet26': _cfg(),
-    'oct_resnet50': _cfg(),
-    'oct_resnet101': _cfg(),
-    'oct_resnext50_32x4d': _cfg(),
+    'octnet_mini': default_cfg(input_size=(3, 32, 32), pool_size=(32, 32), crop_pct=1.0),
+    'octnet_mini_gn': default_cfg(input_size=(3, 32, 32), pool_size=(32, 32), crop_pct=1.0),
+    'oct_resnet26': default_cfg(),
+    'oct_resnet50': default_cfg(),
+    'oct_resnet101': default_cfg(),
+    'oct_resnext50_32x4d': default_cfg(),
 })
 
 # ImageNet Oct-ResNet layout of the reference: single-band stem and first-block input, single-band last stage.

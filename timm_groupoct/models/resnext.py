@@ -9,10 +9,10 @@ import re
 from typing import Dict
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 
-from .groupnet import GroupNet, create_groupnet
+from ._family import build_model, default_cfg
+from .groupnet import GroupNet
 
 __all__ = ['checkpoint_filter_fn']
 
@@ -34,21 +34,12 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: GroupNet) -
 
 
 def _create_resnext(variant: str, pretrained: bool = False, **kwargs) -> GroupNet:
-    return create_groupnet(variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    return build_model(GroupNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
 
-
-def _cfg(**kwargs):
-    return {
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bilinear',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.0.conv', 'classifier': 'fc', 'license': 'apache-2.0',
-        **kwargs,
-    }
 
 
 def _cifar_cfg(**kwargs):
-    return _cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0, mean=CIFAR10_MEAN,
+    return default_cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0, mean=CIFAR10_MEAN,
                 std=CIFAR10_STD, **kwargs)
 
 
@@ -56,11 +47,11 @@ default_cfgs = generate_default_cfgs({
     'resnext29_8x64d': _cifar_cfg(),
     'resnext29_16x64d': _cifar_cfg(),
     'resnext_simple11_4g': _cifar_cfg(),
-    'resnext50_32x4d_gn': _cfg(),
-    'resnext101_32x8d_gn': _cfg(),
-    'resnext50_32x4d_gnws': _cfg(),
+    'resnext50_32x4d_gn': default_cfg(),
+    'resnext101_32x8d_gn': default_cfg(),
+    'resnext50_32x4d_gnws': default_cfg(),
     # timm's ResNet-50-GN (ImageNet top-1 80.1 at 288 px), loaded through `checkpoint_filter_fn`
-    'resnext50_1x64d_gn.a1h_in1k': _cfg(
+    'resnext50_1x64d_gn.a1h_in1k': default_cfg(
         hf_hub_id='timm/resnet50_gn.a1h_in1k', crop_pct=0.94, interpolation='bicubic',
         test_input_size=(3, 288, 288), test_crop_pct=0.95, origin_url='https://github.com/huggingface/pytorch-image-models'),
 })
