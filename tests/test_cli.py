@@ -56,7 +56,7 @@ def test_info_model_argument_error_is_reported(capsys):
 
 def test_list(capsys):
     assert main(['list', 'groupnet_*']) == 0
-    assert capsys.readouterr().out.split() == ['groupnet_base', 'groupnet_small', 'groupnet_tiny']
+    assert capsys.readouterr().out.split() == ['groupnet_base', 'groupnet_small', 'groupnet_small_gn', 'groupnet_tiny']
 
 
 def test_console_script_entry_point():

@@ -12,8 +12,8 @@ import timm_groupoct
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = [
-    'groupconvnet', 'groupnet_base', 'groupnet_small', 'groupnet_tiny', 'oct_resnet26', 'oct_resnet50',
-    'oct_resnet101', 'oct_resnext50_32x4d', 'octnet_mini', 'octnet_mini_gn', 'resnext29_8x64d', 'resnext29_16x64d',
+    'groupconvnet', 'groupnet_base', 'groupnet_small', 'groupnet_small_gn', 'groupnet_tiny', 'oct_resnet26',
+    'oct_resnet50', 'oct_resnet101', 'oct_resnext50_32x4d', 'octnet_mini', 'octnet_mini_gn', 'resnext29_8x64d', 'resnext29_16x64d',
     'resnext50_1x64d_gn', 'resnext50_32x4d_gn', 'resnext50_32x4d_gnws', 'resnext101_32x8d_gn', 'resnext_simple11_4g']
 
 
@@ -25,7 +25,8 @@ def _run(code: str, **env) -> str:
 
 def test_list_models_is_ours():
     assert timm_groupoct.list_models() == EXPECTED
-    assert timm_groupoct.list_models('groupnet_*') == ['groupnet_base', 'groupnet_small', 'groupnet_tiny']
+    assert timm_groupoct.list_models('groupnet_*') == [
+        'groupnet_base', 'groupnet_small', 'groupnet_small_gn', 'groupnet_tiny']
     for name in EXPECTED:
         assert timm.is_model(name)
         assert timm.models.model_entrypoint(name).__module__.startswith('timm_groupoct.models.')

@@ -10,6 +10,7 @@
 """
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional, Sequence, Union
 
 import torch.nn as nn
@@ -62,11 +63,16 @@ def get_norm_act(norm_layer: LayerType, act_layer: Optional[LayerType]) -> Calla
     The result is also accepted as `norm_layer` by timm's `ConvNormAct` and `get_norm_act_layer`.
     """
     key = _norm_key(norm_layer)
+    bound = {}
+    if isinstance(norm_layer, partial):  # e.g. partial(nn.GroupNorm, num_groups=8)
+        norm_layer, bound = norm_layer.func, dict(norm_layer.keywords)
     if key in ('groupnorm', 'gn', 'groupnormws', 'gnws') or norm_layer in (nn.GroupNorm, GroupNormAct):
         # a plain function: timm's factories pass functions through unchanged
         def group_norm_act(num_channels: int, **kwargs) -> GroupNormRuleAct:
-            return GroupNormRuleAct(num_channels, **{'act_layer': act_layer, **kwargs})
+            return GroupNormRuleAct(num_channels, **{'act_layer': act_layer, **bound, **kwargs})
         return group_norm_act
+    if bound:
+        norm_layer = partial(norm_layer, **bound)
     try:
         return get_norm_act_layer(norm_layer, act_layer)
     except (KeyError, AssertionError) as e:

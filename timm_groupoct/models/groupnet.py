@@ -177,6 +177,7 @@ def _create_groupnet(variant: str, pretrained: bool = False, **kwargs) -> GroupN
 # Seed 000's network (and 002's) is a stride-1 model for small inputs: its reference size is 128 px.
 default_cfgs = generate_default_cfgs({
     'groupnet_small': default_cfg(input_size=(3, 128, 128), pool_size=(16, 16), crop_pct=1.0),
+    'groupnet_small_gn': default_cfg(input_size=(3, 128, 128), pool_size=(16, 16), crop_pct=1.0),
     'groupconvnet': default_cfg(input_size=(3, 128, 128), pool_size=(16, 16), crop_pct=1.0),
     'groupnet_tiny': default_cfg(),
     'groupnet_base': default_cfg(),
@@ -189,6 +190,15 @@ def groupnet_small(pretrained: bool = False, **kwargs) -> GroupNet:
     model_args = dict(depths=(2, 2, 2), widths=(128, 256, 512), stem_width=64, stem_stride=1, groups=8,
                       bottleneck_ratio=0.5)
     return _create_groupnet('groupnet_small', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def groupnet_small_gn(pretrained: bool = False, **kwargs) -> GroupNet:
+    """groupnet_small with GroupNorm (groups: the first of 32, 16, 8, 4, 2, 1 that divides each layer's channels):
+    batch-independent, for small-batch training."""
+    model_args = dict(depths=(2, 2, 2), widths=(128, 256, 512), stem_width=64, stem_stride=1, groups=8,
+                      bottleneck_ratio=0.5, norm_layer='groupnorm')
+    return _create_groupnet('groupnet_small_gn', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
