@@ -12,9 +12,11 @@ import timm_groupoct
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = [
-    'groupconvnet', 'groupnet_base', 'groupnet_small', 'groupnet_small_gn', 'groupnet_tiny', 'oct_resnet26',
-    'oct_resnet50', 'oct_resnet101', 'oct_resnext50_32x4d', 'octnet_mini', 'octnet_mini_gn', 'resnext29_8x64d', 'resnext29_16x64d',
-    'resnext50_1x64d_gn', 'resnext50_32x4d_gn', 'resnext50_32x4d_gnws', 'resnext101_32x8d_gn', 'resnext_simple11_4g']
+    'groupconvnet', 'groupnet_base', 'groupnet_small', 'groupnet_small_gn', 'groupnet_tiny',
+    'oct_resnet26', 'oct_resnet50', 'oct_resnet101', 'oct_resnext50_32x4d', 'octnet_mini', 'octnet_mini_gn',
+    'resnext29_8x64d', 'resnext29_16x64d', 'resnext50_1x64d_gn', 'resnext50_32x4d_gn', 'resnext50_32x4d_gnws',
+    'resnext101_32x8d_gn', 'resnext_simple11_4g',
+]
 
 
 def _run(code: str, **env) -> str:

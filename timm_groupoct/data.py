@@ -14,7 +14,8 @@ __all__ = ['DIGITS_CLASSES', 'digits_datasets']
 DIGITS_CLASSES: List[str] = [str(d) for d in range(10)]
 
 
-def digits_datasets(img_size: int = 32, val_fraction: float = 0.2, seed: int = 0) -> Tuple[TensorDataset, TensorDataset]:
+def digits_datasets(img_size: int = 32, val_fraction: float = 0.2,
+                    seed: int = 0) -> Tuple[TensorDataset, TensorDataset]:
     """(train, val) datasets of (image (1, img_size, img_size) normalised to mean 0 / std ~1, label) pairs.
 
     The split is stratified and fixed by `seed`: with the defaults 1,437 training and 360 validation images.

@@ -4,5 +4,5 @@ from .norm import (
     GROUP_NORM_CANDIDATES, ConvNormLayers, GroupNormRuleAct, conv_norm_act, get_conv_norm_layers, get_norm_act,
     group_norm_groups)
 from .octave import (
-    BandSequential, Bands, OctaveBottleneck, OctaveConv2d, OctaveConvNormAct, add_upsampled, merge_bands, pool_band, split_bands,
-    split_channels)
+    BandSequential, Bands, OctaveBottleneck, OctaveConv2d, OctaveConvNormAct, add_upsampled, merge_bands, pool_band,
+    split_bands, split_channels)

@@ -40,8 +40,9 @@ def pool_band(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 2, 2, ceil_mode=True)
 
 
-def _empty_like_band(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    return x.new_zeros((x.shape[0], 0, height, width))
+def _zeros_band(x: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
+    """A band of zeros (0 channels for an empty band) with `x`'s batch size, dtype and device."""
+    return x.new_zeros((x.shape[0], channels, height, width))
 
 
 def add_upsampled(x_h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -68,7 +69,7 @@ def split_bands(x: torch.Tensor, alpha: float) -> Bands:
     """One (N, C, H, W) tensor -> (high: first C - int(alpha * C) channels, low: the rest, pooled)."""
     high, low = split_channels(x.shape[1], alpha)
     x_h, x_l = x[:, :high], x[:, high:]
-    x_l = pool_band(x_l) if low > 0 else _empty_like_band(x, (x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2)
+    x_l = pool_band(x_l) if low > 0 else _zeros_band(x, 0, (x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2)
     return x_h, x_l
 
 
@@ -156,7 +157,7 @@ class OctaveConv2d(nn.Module):
             if self.in_h > 0:
                 x_h = pool_band(x_h)
             else:  # an empty band only changes its spatial size
-                x_h = _empty_like_band(x_h, x_l.shape[-2], x_l.shape[-1])
+                x_h = _zeros_band(x_h, 0, x_l.shape[-2], x_l.shape[-1])
         # sizes of the output bands
         h, w = x_h.shape[-2], x_h.shape[-1]
         if not self.pool_stride:
@@ -180,7 +181,7 @@ class OctaveConv2d(nn.Module):
         if self.conv_h2h is not None:
             y_h = self.conv_h2h(x_h)
         else:
-            y_h = _empty_like_band(x_h, h, w) if self.out_h == 0 else x_h.new_zeros((x_h.shape[0], self.out_h, h, w))
+            y_h = _zeros_band(x_h, self.out_h, h, w)
         if y_lh is not None:
             if self.stride == 2:
                 y_h = y_h.add_(y_lh)  # the unpooled low band is at the new high resolution
@@ -193,7 +194,7 @@ class OctaveConv2d(nn.Module):
         elif y_ll is not None:
             y_l = y_ll
         else:
-            y_l = _empty_like_band(x_h, h_l, w_l) if self.out_l == 0 else x_h.new_zeros((x_h.shape[0], self.out_l, h_l, w_l))
+            y_l = _zeros_band(x_h, self.out_l, h_l, w_l)
         return y_h, y_l
 
 

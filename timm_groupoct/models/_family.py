@@ -18,7 +18,8 @@ _WEIGHT_SOURCES = ('hf_hub_id', 'url', 'file', 'state_dict')
 
 def _check_weights_exist(variant: str, kwargs: Dict[str, Any]) -> None:
     cfg = resolve_pretrained_cfg(
-        variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+        variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
+        pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
     if any(getattr(cfg, k, None) for k in _WEIGHT_SOURCES):
         return
     tag = f'.{cfg.tag}' if cfg.tag else ''

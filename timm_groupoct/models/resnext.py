@@ -53,7 +53,8 @@ default_cfgs = generate_default_cfgs({
     # timm's ResNet-50-GN (ImageNet top-1 80.1 at 288 px), loaded through `checkpoint_filter_fn`
     'resnext50_1x64d_gn.a1h_in1k': default_cfg(
         hf_hub_id='timm/resnet50_gn.a1h_in1k', crop_pct=0.94, interpolation='bicubic',
-        test_input_size=(3, 288, 288), test_crop_pct=0.95, origin_url='https://github.com/huggingface/pytorch-image-models'),
+        test_input_size=(3, 288, 288), test_crop_pct=0.95,
+        origin_url='https://github.com/huggingface/pytorch-image-models'),
 })
 
 # ImageNet ResNeXt layout: ResNet stem, stages 256..2048 wide, stride-1 first stage.
