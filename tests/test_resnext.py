@@ -148,10 +148,15 @@ def test_pretrained_without_published_weights_is_an_error():
         timm.create_model('groupnet_small', pretrained=True)
 
 
-def test_shape_mismatch_names_the_keys(hub_cache):
+def test_shape_mismatch_names_the_source_and_first_keys(hub_cache):
+    from timm_groupoct.models._family import CheckpointError
     hub_cache.add_state_dict('test-org/wrong-shapes', timm.create_model('resnet50_gn').state_dict())
-    with pytest.raises(RuntimeError, match=r'size mismatch for stages\.0\.0\.conv1\.weight'):
-        timm.create_model('resnext50_32x4d_gn', pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id='test-org/wrong-shapes'))
+    with pytest.raises(CheckpointError) as e:
+        timm.create_model('resnext50_32x4d_gn', pretrained=True,
+                          pretrained_cfg_overlay=dict(hf_hub_id='test-org/wrong-shapes'))
+    assert str(e.value).startswith(
+        'checkpoint test-org/wrong-shapes does not fit GroupNet: 112 shape mismatches (first: stages.0.0.conv1.weight: '
+        '(64, 64, 1, 1) in the file, (128, 64, 1, 1) in the model, ')
 
 
 @pytest.mark.parametrize('name', ['resnext_simple11_4g', 'resnext50_32x4d_gnws', 'resnext29_8x64d'])

@@ -4,9 +4,11 @@ Checkpoints are read with safetensors, or with `torch.load(weights_only=True)` f
 arbitrary unpickling. A folder written here (`model.safetensors` + timm's `config.json`) loads with
 `timm.create_model('local-dir:DIR', pretrained=True)`, or from the Hub once uploaded.
 """
+import argparse
 import importlib
+import json
 from pathlib import Path
-from typing import Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -14,38 +16,51 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.models import save_for_hf
 
-__all__ = ['CheckpointError', 'load_checkpoint', 'checkpoint_filter_for', 'convert_checkpoint']
+from .models._family import CheckpointError, check_state_dict_fits
+
+__all__ = [
+    'CheckpointError', 'read_checkpoint', 'load_checkpoint', 'checkpoint_filter_for', 'check_state_dict_fits',
+    'convert_checkpoint', 'export_for_hub', 'push_to_hub',
+]
 
 PathLike = Union[str, Path]
 _NESTED_KEYS = ('state_dict', 'model', 'model_state_dict')
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message names the file."""
+def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """(state dict, metadata) of `path`: a .safetensors file, or a torch file read with weights_only=True.
 
-
-def load_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
-    """The state dict in `path` (.safetensors, or a torch file read with weights_only=True; a training
-    checkpoint's nested 'state_dict' / 'model' entry is taken)."""
+    A training checkpoint (this package's or timm train.py's: `state_dict` plus `epoch`, `metric`, `arch`, `args`)
+    gives its `state_dict` and the other plain entries as metadata.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint {path} does not exist')
     try:
         if path.suffix == '.safetensors':
-            return load_file(str(path), device='cpu')
-        obj = torch.load(path, map_location='cpu', weights_only=True)
+            return load_file(str(path), device='cpu'), {}
+        # timm's train.py stores its argparse Namespace: a plain container, allowed explicitly
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location='cpu', weights_only=True)
     except (SafetensorError, RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f'cannot read checkpoint {path} (truncated or not a weights file?): {e}') from e
     except Exception as e:  # weights_only refuses pickled objects that are not plain tensors and containers
         raise CheckpointError(f'refusing to unpickle {path}: it holds more than tensors ({e}). '
                               f'Re-save its state dict with safetensors or torch.save(state_dict).') from e
+    meta: Dict[str, Any] = {}
     for key in _NESTED_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            meta = {k: v for k, v in obj.items() if isinstance(v, (int, float, str))}
             obj = obj[key]
             break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f'checkpoint {path} holds no state dict (a mapping of names to tensors)')
-    return obj
+    return obj, meta
+
+
+def load_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
+    """The state dict in `path` (see `read_checkpoint`)."""
+    return read_checkpoint(path)[0]
 
 
 def checkpoint_filter_for(model_name: str) -> Optional[Callable]:
@@ -57,35 +72,99 @@ def checkpoint_filter_for(model_name: str) -> Optional[Callable]:
 def convert_checkpoint(model_name: str, checkpoint: PathLike, out_dir: PathLike, **model_kwargs) -> torch.nn.Module:
     """Load `checkpoint` (any layout the family's filter knows) into `model_name` and write a Hub-ready folder.
 
-    The class count is read from the checkpoint's classifier. A key or shape that does not fit is a
+    The class and input-channel counts are read from the checkpoint. A key or shape that does not fit is a
     `CheckpointError` naming the file and the first mismatching keys; nothing is written then.
     """
-    state_dict = load_checkpoint(checkpoint)
-    filter_fn = checkpoint_filter_for(model_name)
-    model = timm.create_model(model_name, **model_kwargs)
-    if filter_fn is not None:
-        state_dict = filter_fn(state_dict, model)
-    classifier = model.pretrained_cfg.get('classifier', 'fc')
-    if f'{classifier}.weight' in state_dict and 'num_classes' not in model_kwargs:
-        num_classes = state_dict[f'{classifier}.weight'].shape[0]
-        if num_classes != model.num_classes:
-            model = timm.create_model(model_name, num_classes=num_classes, **model_kwargs)
-    check_state_dict_fits(model, state_dict, checkpoint)
-    model.load_state_dict(state_dict)
+    model = _model_from_checkpoint(model_name, load_checkpoint(checkpoint), checkpoint, **model_kwargs)
     save_for_hf(model, str(out_dir), safe_serialization=True)
     return model
 
 
-def check_state_dict_fits(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: PathLike,
-                          show: int = 5) -> None:
-    """Raise a CheckpointError listing the first missing, unexpected and mis-shaped keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f'{k}: {tuple(state_dict[k].shape)} in the file, {tuple(v.shape)} in the model'
-              for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
-    problems = [(f'{len(items)} {what}', items[:show]) for what, items in (
-        ('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes)) if items]
-    if problems:
-        detail = '; '.join(f"{head} (first: {', '.join(items)})" for head, items in problems)
-        raise CheckpointError(f'checkpoint {source} does not fit {type(model).__name__}: {detail}')
+def _model_from_checkpoint(model_name: str, state_dict: Dict[str, torch.Tensor], source: PathLike,
+                           **model_kwargs) -> torch.nn.Module:
+    """`model_name` with the checkpoint's class and input-channel counts, the weights loaded (after the
+    family's key filter), or a CheckpointError naming what does not fit."""
+    probe = timm.create_model(model_name, **model_kwargs)
+    filter_fn = checkpoint_filter_for(model_name)
+    if filter_fn is not None:
+        state_dict = filter_fn(state_dict, probe)
+    cfg = probe.pretrained_cfg
+    sizes = {}
+    if f'{cfg["classifier"]}.weight' in state_dict and 'num_classes' not in model_kwargs:
+        sizes['num_classes'] = state_dict[f'{cfg["classifier"]}.weight'].shape[0]
+    if f'{cfg["first_conv"]}.weight' in state_dict and 'in_chans' not in model_kwargs:
+        sizes['in_chans'] = state_dict[f'{cfg["first_conv"]}.weight'].shape[1]
+    model = timm.create_model(model_name, **sizes, **model_kwargs)
+    check_state_dict_fits(model, state_dict, source)
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
+def export_for_hub(
+        model_name: str,
+        checkpoint: PathLike,
+        out_dir: PathLike,
+        label_names: Optional[Sequence[str]] = None,
+        metrics: Optional[Dict[str, float]] = None,
+        **model_kwargs,
+) -> Tuple[torch.nn.Module, List[Path]]:
+    """Write a Hub-ready folder for `checkpoint` (a state dict or a training checkpoint) of `model_name`:
+    model.safetensors, timm's config.json (architecture, model_args, pretrained_cfg, label names) and a model card
+    README.md. Metrics come from `metrics` or else from the checkpoint (timm train.py's `metric`)."""
+    from .summary import model_report
+    state_dict, meta = read_checkpoint(checkpoint)
+    model = _model_from_checkpoint(model_name, state_dict, checkpoint, **model_kwargs)
+    if label_names is not None and len(label_names) != model.num_classes:
+        raise CheckpointError(
+            f'{len(label_names)} label names given for a checkpoint with {model.num_classes} classes ({checkpoint})')
+    metrics = dict(metrics or {})
+    if not metrics and isinstance(meta.get('metric'), (int, float)):
+        metrics['top1'] = float(meta['metric'])
+    out_dir = Path(out_dir)
+    model_config = {'label_names': list(label_names)} if label_names else None
+    save_for_hf(model, str(out_dir), model_config=model_config, safe_serialization=True)
+    report = model_report(model, model.pretrained_cfg['input_size'], name=model_name)
+    card = out_dir / 'README.md'
+    card.write_text(model_card(model_name, model, report, metrics, meta))
+    return model, [out_dir / 'model.safetensors', out_dir / 'config.json', card]
+
+
+def model_card(model_name: str, model: torch.nn.Module, report, metrics: Dict[str, float],
+               meta: Dict[str, Any]) -> str:
+    """A Hub model card: what the model is, its size and cost, its metrics, and how to load it."""
+    cfg = model.pretrained_cfg
+    doc = (timm.models.model_entrypoint(model_name).__doc__ or '').strip()
+    lines = [
+        '---', 'tags:', '- image-classification', '- timm', '- timm-groupoct', 'library_name: timm',
+        f'license: {cfg.get("license", "apache-2.0")}', '---', '',
+        f'# {model_name}', '', doc, '',
+        '## Model details', '',
+        f'- **Architecture:** `{model_name}` ({type(model).__name__}, registered by `timm-groupoct`)',
+        f'- **Parameters:** {report.total_params:,}',
+        f'- **GFLOPs:** {report.total_gflops:.2f} at {"x".join(map(str, report.input_shape))} '
+        '(torch.utils.flop_counter; a multiply-add is 2 FLOPs)',
+        f'- **Input size:** {"x".join(map(str, cfg["input_size"]))}',
+        f'- **Classes:** {model.num_classes}',
+    ]
+    if meta.get('epoch') is not None:
+        lines.append(f'- **Epochs trained:** {meta["epoch"]}')
+    if metrics:
+        lines += ['', '## Metrics', '', '| metric | value |', '|---|---:|']
+        lines += [f'| {k} | {v:.2f} |' for k, v in metrics.items()]
+    lines += [
+        '', '## How to use', '', '```python', 'import timm', 'import timm_groupoct  # registers the architecture',
+        '', "model = timm.create_model('hf-hub:ORG/REPO', pretrained=True).eval()",
+        "# fine-tune: timm.create_model('hf-hub:ORG/REPO', pretrained=True, num_classes=N)", '```', '',
+    ]
+    return '\n'.join(lines)
+
+
+def push_to_hub(folder: PathLike, repo_id: str, private: bool = False) -> str:
+    """Upload an exported folder to the Hugging Face Hub (creating the repo); returns the repo URL."""
+    from huggingface_hub import create_repo, upload_folder
+    url = create_repo(repo_id, private=private, exist_ok=True)
+    card = Path(folder) / 'README.md'
+    if card.exists():
+        card.write_text(card.read_text().replace('ORG/REPO', repo_id))
+    upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message='Add model (timm-groupoct export)')
+    return str(url)

@@ -1,6 +1,7 @@
 """What the families share: the timm model API of a staged classifier, and a builder that refuses to return a
 randomly initialised model for `pretrained=True`."""
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -11,23 +12,68 @@ from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
-__all__ = ['default_cfg', 'build_model', 'check_num_classes', 'StagedClassifier']
+__all__ = [
+    'CheckpointError', 'check_state_dict_fits', 'default_cfg', 'build_model', 'check_num_classes', 'StagedClassifier',
+]
 
-_WEIGHT_SOURCES = ('hf_hub_id', 'url', 'file', 'state_dict')
+# in the order timm's loader prefers them
+_WEIGHT_SOURCES = ('state_dict', 'file', 'hf_hub_id', 'url')
 
 
-def _check_weights_exist(variant: str, kwargs: Dict[str, Any]) -> None:
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; the message names the file."""
+
+
+def check_state_dict_fits(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: Union[str, Path],
+                          show: int = 5, adaptable: Iterable[str] = ()) -> None:
+    """Raise a CheckpointError listing the first missing, unexpected and mis-shaped keys.
+
+    `adaptable`: keys the loader adapts itself (a classifier replaced for another class count or dropped for
+    features_only, a first conv summed for another channel count); they are not checked.
+    """
+    own = model.state_dict()
+    adaptable = set(adaptable)
+    missing = [k for k in own if k not in state_dict and k not in adaptable]
+    unexpected = [k for k in state_dict if k not in own and k not in adaptable]
+    shapes = [f'{k}: {tuple(state_dict[k].shape)} in the file, {tuple(v.shape)} in the model'
+              for k, v in own.items() if k in state_dict and k not in adaptable and state_dict[k].shape != v.shape]
+    problems = [(f'{len(items)} {what}', items[:show]) for what, items in (
+        ('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes)) if items]
+    if problems:
+        detail = '; '.join(f"{head} (first: {', '.join(items)})" for head, items in problems)
+        raise CheckpointError(f'checkpoint {source} does not fit {type(model).__name__}: {detail}')
+
+
+def _checked_filter(filter_fn: Optional[Callable], source: str, cfg: Dict[str, Any]) -> Callable:
+    """The family's key filter followed by a fit check that names `source` and the first mismatching keys, so a
+    wrong checkpoint fails before any weight is copied."""
+    classifiers = cfg.get('classifier') or ()
+    classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
+    adaptable = [f'{c}.{p}' for c in classifiers for p in ('weight', 'bias')] + [f'{cfg.get("first_conv")}.weight']
+
+    def filter_and_check(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+        if filter_fn is not None:
+            state_dict = filter_fn(state_dict, model)
+        check_state_dict_fits(model, state_dict, source, adaptable=adaptable)
+        return state_dict
+    return filter_and_check
+
+
+def _weights_source(variant: str, kwargs: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    """Where `pretrained=True` would load from, and the resolved cfg; an error if nowhere."""
     cfg = resolve_pretrained_cfg(
         variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
         pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
-    if any(getattr(cfg, k, None) for k in _WEIGHT_SOURCES):
-        return
+    for k in _WEIGHT_SOURCES:
+        value = getattr(cfg, k, None)
+        if value is not None and (not isinstance(value, str) or value):
+            return (value if isinstance(value, str) else f'the given {k}'), cfg.to_dict()
     tag = f'.{cfg.tag}' if cfg.tag else ''
     raise RuntimeError(
         f"No pretrained weights are published for '{variant}{tag}', so pretrained=True would leave it randomly "
         f"initialised. Load weights you have with pretrained_cfg_overlay=dict(hf_hub_id='ORG/REPO') or "
-        f"dict(file='PATH.safetensors'), or a model name 'hf-hub:ORG/REPO' / 'local-dir:PATH'; or use "
-        f"pretrained=False to train from scratch.")
+        f"dict(file='PATH.safetensors'), or a model name 'hf-hub:ORG/REPO' / 'local-dir:PATH' (folders that "
+        f"`timm-groupoct export` and `timm-groupoct convert` write); or use pretrained=False to train from scratch.")
 
 
 def default_cfg(**kwargs) -> Dict[str, Any]:
@@ -52,7 +98,8 @@ def build_model(
     `forward_intermediates` (levels: the stem, then each stage), and `pretrained=True` where the resolved cfg
     names no weights is an error."""
     if pretrained:
-        _check_weights_exist(variant, kwargs)
+        source, cfg = _weights_source(variant, kwargs)
+        pretrained_filter_fn = _checked_filter(pretrained_filter_fn, source, cfg)
     feature_cfg = dict(feature_cls='getter', out_indices=tuple(range(len(kwargs['depths']) + 1)))
     return build_model_with_cfg(
         model_cls, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=pretrained_filter_fn, **kwargs)
