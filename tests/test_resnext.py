@@ -149,7 +149,7 @@ def test_pretrained_without_published_weights_is_an_error():
 
 
 def test_shape_mismatch_names_the_source_and_first_keys(hub_cache):
-    from timm_groupoct.models._family import CheckpointError
+    from timm_groupoct.models._weights import CheckpointError
     hub_cache.add_state_dict('test-org/wrong-shapes', timm.create_model('resnet50_gn').state_dict())
     with pytest.raises(CheckpointError) as e:
         timm.create_model('resnext50_32x4d_gn', pretrained=True,

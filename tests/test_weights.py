@@ -118,6 +118,13 @@ def test_torch_hub_with_weights_and_tags(tmp_path, hub_cache):
         torch.testing.assert_close(tagged(x), timm_model(x), rtol=1e-5, atol=1e-5)
 
 
+def test_loaded_model_keeps_no_copy_of_the_checkpoint(hub_cache):
+    timm_model = timm.create_model('resnet50_gn')
+    hub_cache.add_state_dict('timm/resnet50_gn.a1h_in1k', timm_model.state_dict())
+    model = timm.create_model('resnext50_1x64d_gn.a1h_in1k', pretrained=True)
+    assert 'state_dict' not in model.pretrained_cfg and model.pretrained_cfg['hf_hub_id'] == 'timm/resnet50_gn.a1h_in1k'
+
+
 def test_corrupted_hub_file_is_named(tmp_path, hub_cache):
     model = _trained('octnet_mini')
     ckpt = _training_checkpoint(model, tmp_path / 'c.pth')
@@ -125,8 +132,25 @@ def test_corrupted_hub_file_is_named(tmp_path, hub_cache):
     weights = (tmp_path / 'e' / 'model.safetensors').read_bytes()
     hub_cache.add('test-org/truncated', {'model.safetensors': weights[: len(weights) // 2],
                                         'config.json': (tmp_path / 'e' / 'config.json').read_bytes()})
-    with pytest.raises(Exception, match='model.safetensors|truncat|incomplete|header|deserializ'):
+    with pytest.raises(CheckpointError, match=r'cannot read checkpoint \S*models--test-org--truncated/snapshots/\w+/'
+                                              r'model.safetensors \(truncated or not a weights file\?\)'):
         timm.create_model('hf-hub:test-org/truncated', pretrained=True)
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_torch_hub_each_family_with_and_without_weights(tmp_path, hub_cache, name):
+    model = _trained(name)
+    main(['export', name, '--checkpoint', str(_training_checkpoint(model, tmp_path / 'c.pth')), '--out',
+          str(tmp_path / 'e')])
+    hub_cache.add(f'test-org/hub-{name}', {p.name: p for p in (tmp_path / 'e').iterdir()})
+    overlay = dict(hf_hub_id=f'test-org/hub-{name}', num_classes=10)
+    loaded = torch.hub.load(str(ROOT), name, source='local', pretrained=True, num_classes=10,
+                            pretrained_cfg_overlay=overlay).eval()
+    fresh = torch.hub.load(str(ROOT), name, source='local', num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+        assert not torch.allclose(fresh(x), model(x))
 
 
 def test_unpickling_anything_but_tensors_is_refused(tmp_path):

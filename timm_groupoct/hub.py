@@ -4,19 +4,15 @@ Checkpoints are read with safetensors, or with `torch.load(weights_only=True)` f
 arbitrary unpickling. A folder written here (`model.safetensors` + timm's `config.json`) loads with
 `timm.create_model('local-dir:DIR', pretrained=True)`, or from the Hub once uploaded.
 """
-import argparse
 import importlib
-import json
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from timm.models import save_for_hf
 
-from .models._family import CheckpointError, check_state_dict_fits
+from .models._weights import CheckpointError, check_state_dict_fits, load_checkpoint, read_checkpoint
 
 __all__ = [
     'CheckpointError', 'read_checkpoint', 'load_checkpoint', 'checkpoint_filter_for', 'check_state_dict_fits',
@@ -24,43 +20,6 @@ __all__ = [
 ]
 
 PathLike = Union[str, Path]
-_NESTED_KEYS = ('state_dict', 'model', 'model_state_dict')
-
-
-def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """(state dict, metadata) of `path`: a .safetensors file, or a torch file read with weights_only=True.
-
-    A training checkpoint (this package's or timm train.py's: `state_dict` plus `epoch`, `metric`, `arch`, `args`)
-    gives its `state_dict` and the other plain entries as metadata.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f'checkpoint {path} does not exist')
-    try:
-        if path.suffix == '.safetensors':
-            return load_file(str(path), device='cpu'), {}
-        # timm's train.py stores its argparse Namespace: a plain container, allowed explicitly
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location='cpu', weights_only=True)
-    except (SafetensorError, RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f'cannot read checkpoint {path} (truncated or not a weights file?): {e}') from e
-    except Exception as e:  # weights_only refuses pickled objects that are not plain tensors and containers
-        raise CheckpointError(f'refusing to unpickle {path}: it holds more than tensors ({e}). '
-                              f'Re-save its state dict with safetensors or torch.save(state_dict).') from e
-    meta: Dict[str, Any] = {}
-    for key in _NESTED_KEYS:
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            meta = {k: v for k, v in obj.items() if isinstance(v, (int, float, str))}
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f'checkpoint {path} holds no state dict (a mapping of names to tensors)')
-    return obj, meta
-
-
-def load_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
-    """The state dict in `path` (see `read_checkpoint`)."""
-    return read_checkpoint(path)[0]
 
 
 def checkpoint_filter_for(model_name: str) -> Optional[Callable]:

@@ -1,7 +1,7 @@
 """What the families share: the timm model API of a staged classifier, and a builder that refuses to return a
 randomly initialised model for `pretrained=True`."""
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -12,36 +12,12 @@ from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
-__all__ = [
-    'CheckpointError', 'check_state_dict_fits', 'default_cfg', 'build_model', 'check_num_classes', 'StagedClassifier',
-]
+from ._weights import check_state_dict_fits, fetch_hub_weights, load_checkpoint, weights_file_in
+
+__all__ = ['default_cfg', 'build_model', 'check_num_classes', 'StagedClassifier']
 
 # in the order timm's loader prefers them
 _WEIGHT_SOURCES = ('state_dict', 'file', 'hf_hub_id', 'url')
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message names the file."""
-
-
-def check_state_dict_fits(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: Union[str, Path],
-                          show: int = 5, adaptable: Iterable[str] = ()) -> None:
-    """Raise a CheckpointError listing the first missing, unexpected and mis-shaped keys.
-
-    `adaptable`: keys the loader adapts itself (a classifier replaced for another class count or dropped for
-    features_only, a first conv summed for another channel count); they are not checked.
-    """
-    own = model.state_dict()
-    adaptable = set(adaptable)
-    missing = [k for k in own if k not in state_dict and k not in adaptable]
-    unexpected = [k for k in state_dict if k not in own and k not in adaptable]
-    shapes = [f'{k}: {tuple(state_dict[k].shape)} in the file, {tuple(v.shape)} in the model'
-              for k, v in own.items() if k in state_dict and k not in adaptable and state_dict[k].shape != v.shape]
-    problems = [(f'{len(items)} {what}', items[:show]) for what, items in (
-        ('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes)) if items]
-    if problems:
-        detail = '; '.join(f"{head} (first: {', '.join(items)})" for head, items in problems)
-        raise CheckpointError(f'checkpoint {source} does not fit {type(model).__name__}: {detail}')
 
 
 def _checked_filter(filter_fn: Optional[Callable], source: str, cfg: Dict[str, Any]) -> Callable:
@@ -76,6 +52,20 @@ def _weights_source(variant: str, kwargs: Dict[str, Any]) -> Tuple[str, Dict[str
         f"`timm-groupoct export` and `timm-groupoct convert` write); or use pretrained=False to train from scratch.")
 
 
+def _read_weights(cfg: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
+    """The weights a file or Hub source names, read by this package; None where timm reads them (a given
+    state dict, a URL)."""
+    if cfg.get('state_dict') is not None:
+        return None
+    if cfg.get('source') == 'local-dir' or (cfg.get('file') and Path(cfg['file']).is_dir()):
+        return load_checkpoint(weights_file_in(cfg['file']))
+    if cfg.get('source') == 'hf-hub' or (cfg.get('hf_hub_id') and not cfg.get('file')):
+        return fetch_hub_weights(cfg['hf_hub_id'])
+    if cfg.get('file'):
+        return load_checkpoint(cfg['file'])
+    return None
+
+
 def default_cfg(**kwargs) -> Dict[str, Any]:
     """A pretrained cfg for this package's models: ImageNet defaults, stem conv `stem.0.conv`, classifier `fc`."""
     return {
@@ -100,9 +90,19 @@ def build_model(
     if pretrained:
         source, cfg = _weights_source(variant, kwargs)
         pretrained_filter_fn = _checked_filter(pretrained_filter_fn, source, cfg)
+        state_dict = _read_weights(cfg)
+        if state_dict is not None:  # read here, safely and with errors that name the file; timm takes it as is
+            kwargs['pretrained_cfg_overlay'] = dict(
+                kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict, source='')
     feature_cfg = dict(feature_cls='getter', out_indices=tuple(range(len(kwargs['depths']) + 1)))
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         model_cls, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=pretrained_filter_fn, **kwargs)
+    if pretrained:
+        for m in (model, getattr(model, 'model', None)):  # loaded: keep no second reference, restore the source
+            if isinstance(getattr(m, 'pretrained_cfg', None), dict):
+                m.pretrained_cfg.pop('state_dict', None)
+                m.pretrained_cfg['source'] = cfg.get('source', '')
+    return model
 
 
 def check_num_classes(num_classes: int) -> None:

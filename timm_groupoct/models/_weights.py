@@ -1,0 +1,110 @@
+"""Reading weights: safe checkpoint files, the Hub's files through huggingface_hub, and the fit check.
+
+Files are read with safetensors, or with `torch.load(weights_only=True)` for `.pth` / `.pt` / `.bin`: no arbitrary
+unpickling. Every failure names the file.
+"""
+import argparse
+from pathlib import Path
+from typing import Any, Dict, Iterable, Tuple, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+__all__ = [
+    'CheckpointError', 'read_checkpoint', 'load_checkpoint', 'check_state_dict_fits', 'fetch_hub_weights',
+    'weights_file_in',
+]
+
+# the weight files a Hub-style folder may hold, preferred first (timm's order)
+WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin', 'model.pth', 'open_clip_pytorch_model.bin')
+
+PathLike = Union[str, Path]
+_NESTED_KEYS = ('state_dict', 'model', 'model_state_dict')
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; the message names the file."""
+
+
+def check_state_dict_fits(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], source: Union[str, Path],
+                          show: int = 5, adaptable: Iterable[str] = ()) -> None:
+    """Raise a CheckpointError listing the first missing, unexpected and mis-shaped keys.
+
+    `adaptable`: keys the loader adapts itself (a classifier replaced for another class count or dropped for
+    features_only, a first conv summed for another channel count); they are not checked.
+    """
+    own = model.state_dict()
+    adaptable = set(adaptable)
+    missing = [k for k in own if k not in state_dict and k not in adaptable]
+    unexpected = [k for k in state_dict if k not in own and k not in adaptable]
+    shapes = [f'{k}: {tuple(state_dict[k].shape)} in the file, {tuple(v.shape)} in the model'
+              for k, v in own.items() if k in state_dict and k not in adaptable and state_dict[k].shape != v.shape]
+    problems = [(f'{len(items)} {what}', items[:show]) for what, items in (
+        ('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes)) if items]
+    if problems:
+        detail = '; '.join(f"{head} (first: {', '.join(items)})" for head, items in problems)
+        raise CheckpointError(f'checkpoint {source} does not fit {type(model).__name__}: {detail}')
+
+
+def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """(state dict, metadata) of `path`: a .safetensors file, or a torch file read with weights_only=True.
+
+    A training checkpoint (this package's or timm train.py's: `state_dict` plus `epoch`, `metric`, `arch`, `args`)
+    gives its `state_dict` and the other plain entries as metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint {path} does not exist')
+    try:
+        if path.suffix == '.safetensors':
+            return load_file(str(path), device='cpu'), {}
+        # timm's train.py stores its argparse Namespace: a plain container, allowed explicitly
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location='cpu', weights_only=True)
+    except (SafetensorError, RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f'cannot read checkpoint {path} (truncated or not a weights file?): {e}') from e
+    except Exception as e:  # weights_only refuses pickled objects that are not plain tensors and containers
+        raise CheckpointError(f'refusing to unpickle {path}: it holds more than tensors ({e}). '
+                              f'Re-save its state dict with safetensors or torch.save(state_dict).') from e
+    meta: Dict[str, Any] = {}
+    for key in _NESTED_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            meta = {k: v for k, v in obj.items() if isinstance(v, (int, float, str))}
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f'checkpoint {path} holds no state dict (a mapping of names to tensors)')
+    return obj, meta
+
+
+def load_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
+    """The state dict in `path` (see `read_checkpoint`)."""
+    return read_checkpoint(path)[0]
+
+
+def weights_file_in(folder: PathLike) -> Path:
+    """The weights file of a Hub-style folder (model.safetensors preferred)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f'{folder} is not a folder of weights (local-dir: takes a folder)')
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f'{folder} holds none of {", ".join(WEIGHT_FILES)}')
+
+
+def fetch_hub_weights(hf_hub_id: str) -> Dict[str, torch.Tensor]:
+    """The weights of Hub repo `hf_hub_id` ('org/name' or 'org/name@revision'): `model.safetensors`, else
+    `pytorch_model.bin` read with weights_only=True (the files timm publishes), via huggingface_hub's cache."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    repo_id, _, revision = hf_hub_id.partition('@')
+    try:
+        path = hf_hub_download(repo_id, 'model.safetensors', revision=revision or None)
+    except (EntryNotFoundError, LocalEntryNotFoundError) as first:
+        try:
+            path = hf_hub_download(repo_id, 'pytorch_model.bin', revision=revision or None)
+        except (EntryNotFoundError, LocalEntryNotFoundError):
+            raise first
+    return load_checkpoint(path)
