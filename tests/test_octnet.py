@@ -14,6 +14,7 @@ from timm_groupoct.cli import main
 from timm_groupoct.layers import OctaveConv2d, merge_bands, split_bands, split_channels
 from timm_groupoct.models.octnet import checkpoint_filter_fn
 
+from helpers import randomise_norm_stats
 from octave_reference import RefOctResNet, SeedOctNetMini
 
 ALPHAS = [0., 0.25, 0.5, 0.75, 1.]
@@ -21,17 +22,6 @@ ALPHAS = [0., 0.25, 0.5, 0.75, 1.]
 
 def n_params(m):
     return sum(p.numel() for p in m.parameters())
-
-
-def randomise_norm_stats(model: nn.Module) -> nn.Module:
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.normal_(m.bias, std=0.1)
-        if isinstance(m, nn.BatchNorm2d):
-            nn.init.uniform_(m.running_var, 0.5, 2.0)
-            nn.init.normal_(m.running_mean, std=0.1)
-    return model.eval()
 
 
 # ---- the layer -------------------------------------------------------------------------------------------------

@@ -8,21 +8,11 @@ import timm_groupoct  # noqa: F401
 from timm_groupoct.layers import GroupedResidualBlock
 from timm_groupoct.models.resnext import checkpoint_filter_fn
 
+from helpers import randomise_norm_stats
+
 
 def n_params(m):
     return sum(p.numel() for p in m.parameters())
-
-
-def randomise_norm_stats(model: nn.Module) -> nn.Module:
-    """Non-trivial affine params and running stats, so that equal outputs mean equal computations."""
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.normal_(m.bias, std=0.1)
-        if isinstance(m, nn.BatchNorm2d):
-            nn.init.uniform_(m.running_var, 0.5, 2.0)
-            nn.init.normal_(m.running_mean, std=0.1)
-    return model.eval()
 
 
 @pytest.mark.parametrize('name, params', [
