@@ -1,5 +1,4 @@
 """GroupNet family: seed numbers, the timm model API, and errors."""
-import math
 import re
 import warnings
 

@@ -8,7 +8,7 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import GroupNormAct, StdConv2d
+from timm.layers import StdConv2d
 
 import timm_groupoct  # noqa: F401
 from timm_groupoct.cli import main

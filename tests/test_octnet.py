@@ -228,6 +228,18 @@ def test_backward_reaches_every_parameter_and_drop_path():
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(stem_type='deep'), "stem_type must be one of double, single, resnet, got 'deep'"),
+    (dict(stem_type='resnet', stem_stride=2), "stem_stride for stem_type='resnet' must be 4, got 2"),
+    (dict(alpha=1.5), 'alpha must be in [0, 1], got 1.5'),
+    (dict(block='basic'), "block must be 'conv' or 'bottleneck', got 'basic'"),
+])
+def test_octnet_configuration_errors(kwargs, message):
+    from timm_groupoct.models.octnet import OctNet
+    with pytest.raises(ValueError, match=re.escape(message)):
+        OctNet(**kwargs)
+
+
 def test_drop_path_needs_residual_blocks():
     with pytest.raises(ValueError, match="drop_path_rate needs residual blocks"):
         timm.create_model('octnet_mini', drop_path_rate=0.1)

@@ -6,7 +6,7 @@ arbitrary unpickling. A folder written here (`model.safetensors` + timm's `confi
 """
 import importlib
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch

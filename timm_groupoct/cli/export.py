@@ -1,5 +1,4 @@
 """`timm-groupoct export MODEL --checkpoint CKPT --out DIR [--push ORG/REPO]`: weights -> a Hub-ready folder."""
-import json
 from pathlib import Path
 
 from ..hub import CheckpointError, export_for_hub, push_to_hub

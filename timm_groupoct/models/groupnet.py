@@ -15,12 +15,24 @@ from timm.models import generate_default_cfgs, register_model
 from ..layers import GroupedBottleneck, GroupedResidualBlock, conv_norm_act, get_conv_norm_layers, resnext_width
 from ._family import StagedClassifier, build_model, default_cfg
 
-__all__ = ['GroupNet', 'make_stem']
+__all__ = ['GroupNet', 'make_stem', 'resolve_stem_stride']
 
 LayerType = Union[str, Callable, type]
 
 # stem type -> (allowed stem strides, default)
 STEM_STRIDES = {'double': ((1, 2, 4), 1), 'single': ((1, 2), 1), 'resnet': ((4,), 4)}
+
+
+def resolve_stem_stride(stem_type: str, stem_stride: Optional[int]) -> int:
+    """`stem_stride`, or the stem type's default; a ValueError for an unknown type or a stride it cannot do."""
+    if stem_type not in STEM_STRIDES:
+        raise ValueError(f"stem_type must be one of {', '.join(STEM_STRIDES)}, got {stem_type!r}")
+    allowed, default = STEM_STRIDES[stem_type]
+    stem_stride = default if stem_stride is None else stem_stride
+    if stem_stride not in allowed:
+        raise ValueError(
+            f"stem_stride for stem_type={stem_type!r} must be {' or '.join(map(str, allowed))}, got {stem_stride}")
+    return stem_stride
 
 
 def make_stem(stem_type: str, in_chans: int, out_chs: int, stride: int, norm_layer: LayerType,
@@ -121,14 +133,7 @@ class GroupNet(StagedClassifier):
             raise ValueError(
                 f'depths, widths and strides need one entry per stage, got {len(depths)}, {len(widths)} '
                 f'and {len(strides)}')
-        if stem_type not in STEM_STRIDES:
-            raise ValueError(f"stem_type must be one of {', '.join(STEM_STRIDES)}, got {stem_type!r}")
-        allowed_strides, default_stride = STEM_STRIDES[stem_type]
-        stem_stride = default_stride if stem_stride is None else stem_stride
-        if stem_stride not in allowed_strides:
-            raise ValueError(
-                f"stem_stride for stem_type={stem_type!r} must be {' or '.join(map(str, allowed_strides))}, "
-                f"got {stem_stride}")
+        stem_stride = resolve_stem_stride(stem_type, stem_stride)
         if block not in ('bottleneck', 'basic'):
             raise ValueError(f"block must be 'bottleneck' or 'basic', got {block!r}")
         if base_width is not None and any(w % 4 for w in widths):

@@ -17,7 +17,7 @@ from timm.models import generate_default_cfgs, register_model
 from ..layers import (
     BandSequential, Bands, OctaveBottleneck, OctaveConvNormAct, merge_bands, resnext_width, split_bands)
 from ._family import StagedClassifier, build_model, default_cfg
-from .groupnet import STEM_STRIDES, make_stem
+from .groupnet import make_stem, resolve_stem_stride
 
 __all__ = ['OctNet', 'checkpoint_filter_fn']
 
@@ -82,7 +82,7 @@ class OctNet(StagedClassifier):
         for name, a in (('alpha', alpha), ('stem_alpha', stem_alpha), ('last_alpha', last_alpha)):
             if not 0. <= a <= 1.:
                 raise ValueError(f'{name} must be in [0, 1], got {a}')
-        stem_stride = STEM_STRIDES[stem_type][1] if stem_stride is None else stem_stride
+        stem_stride = resolve_stem_stride(stem_type, stem_stride)
         self.stem_alpha = stem_alpha
 
         self.stem = make_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
