@@ -17,9 +17,17 @@ $(VENV)/.installed: pyproject.toml
 test: venv
 	$(PY) -m pytest -q tests
 
+DEMO := runs/demo
+
+# Train octnet_mini on scikit-learn's digits (no download), export it as a Hub-ready folder, load it back by
+# local-dir: name and evaluate it.
 demo: venv
-	$(VENV)/bin/timm-groupoct list
-	$(VENV)/bin/timm-groupoct info groupnet_small --input-size 3 128 128 --num-classes 10
+	$(VENV)/bin/timm-groupoct info octnet_mini --input-size 1 16 16 --num-classes 10
+	$(VENV)/bin/timm-groupoct train --model octnet_mini --data digits --img-size 16 --epochs 10 --lr 5e-3 \
+		-b 32 --output $(DEMO) --no-progress
+	$(VENV)/bin/timm-groupoct export octnet_mini --checkpoint $(DEMO)/best.pth --out $(DEMO)/octnet_mini-digits \
+		--labels 0,1,2,3,4,5,6,7,8,9
+	$(VENV)/bin/timm-groupoct eval --model local-dir:$(DEMO)/octnet_mini-digits --data digits --img-size 16
 
 clean:
 	rm -rf $(VENV) build *.egg-info

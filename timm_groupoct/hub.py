@@ -82,7 +82,8 @@ def export_for_hub(
     out_dir = Path(out_dir)
     model_config = {'label_names': list(label_names)} if label_names else None
     save_for_hf(model, str(out_dir), model_config=model_config, safe_serialization=True)
-    report = model_report(model, model.pretrained_cfg['input_size'], name=model_name)
+    in_chans = model.get_submodule(model.pretrained_cfg['first_conv']).weight.shape[1]
+    report = model_report(model, (in_chans, *model.pretrained_cfg['input_size'][1:]), name=model_name)
     card = out_dir / 'README.md'
     card.write_text(model_card(model_name, model, report, metrics, meta))
     return model, [out_dir / 'model.safetensors', out_dir / 'config.json', card]
@@ -102,7 +103,7 @@ def model_card(model_name: str, model: torch.nn.Module, report, metrics: Dict[st
         f'- **Parameters:** {report.total_params:,}',
         f'- **GFLOPs:** {report.total_gflops:.2f} at {"x".join(map(str, report.input_shape))} '
         '(torch.utils.flop_counter; a multiply-add is 2 FLOPs)',
-        f'- **Input size:** {"x".join(map(str, cfg["input_size"]))}',
+        f'- **Input size:** {"x".join(map(str, report.input_shape))}',
         f'- **Classes:** {model.num_classes}',
     ]
     if meta.get('epoch') is not None:

@@ -1,0 +1,35 @@
+"""`timm-groupoct eval --model NAME|hf-hub:...|local-dir:... --data digits|DIR`: top-1 / top-5, loss, images/s."""
+import timm
+from torch.utils.data import DataLoader
+
+from ..train import TrainError, evaluate, load_data
+from ._common import CLIError, check_model_name
+
+
+def add_parser(sub):
+    p = sub.add_parser('eval', help='evaluate a model on digits or an image folder')
+    p.add_argument('--model', required=True, help="model name, 'hf-hub:ORG/REPO' or 'local-dir:DIR'")
+    p.add_argument('--data', default='digits', help="'digits' or an image folder with val/<class>/ images")
+    p.add_argument('--pretrained', action='store_true', help='load weights (implied for hf-hub: / local-dir:)')
+    p.add_argument('--img-size', type=int, default=None)
+    p.add_argument('-b', '--batch-size', type=int, default=128)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    name = check_model_name(args.model)
+    pretrained = args.pretrained or name.startswith(('hf-hub:', 'local-dir:'))
+    try:
+        model = timm.create_model(name, pretrained=pretrained)
+        arch = model.pretrained_cfg.get('architecture', name)
+        data = load_data(args.data, arch, args.img_size or model.pretrained_cfg['input_size'][-1])
+    except (TrainError, ValueError, RuntimeError) as e:
+        raise CLIError(str(e)) from e
+    if model.num_classes != len(data.class_names) or model.pretrained_cfg['input_size'][0] != data.in_chans:
+        raise CLIError(f'{name} takes {model.pretrained_cfg["input_size"][0]}-channel images into '
+                       f'{model.num_classes} classes; {args.data} has {data.in_chans}-channel images in '
+                       f'{len(data.class_names)} classes')
+    m = evaluate(model, DataLoader(data.val, batch_size=args.batch_size))
+    print(f"{name} on {args.data} ({len(data.val)} images): top-1 {m['top1']:.2f}%, top-5 {m['top5']:.2f}%, "
+          f"loss {m['loss']:.4f}, {m['images_per_s']:.0f} images/s")
+    return 0
