@@ -25,8 +25,7 @@ demo: venv
 	$(VENV)/bin/timm-groupoct info octnet_mini --input-size 1 16 16 --num-classes 10
 	$(VENV)/bin/timm-groupoct train --model octnet_mini --data digits --img-size 16 --epochs 10 --lr 5e-3 \
 		-b 32 --output $(DEMO) --no-progress
-	$(VENV)/bin/timm-groupoct export octnet_mini --checkpoint $(DEMO)/best.pth --out $(DEMO)/octnet_mini-digits \
-		--labels 0,1,2,3,4,5,6,7,8,9
+	$(VENV)/bin/timm-groupoct export octnet_mini --checkpoint $(DEMO)/best.pth --out $(DEMO)/octnet_mini-digits
 	$(VENV)/bin/timm-groupoct eval --model local-dir:$(DEMO)/octnet_mini-digits --data digits --img-size 16
 
 clean:

@@ -49,6 +49,8 @@ def test_train_export_eval(tmp_path, capsys):
     folder = out / 'export'
     assert main(['export', 'octnet_mini', '--checkpoint', str(out / 'best.pth'), '--out', str(folder)]) == 0
     capsys.readouterr()
+    import json
+    assert json.loads((folder / 'config.json').read_text())['label_names'] == [str(d) for d in range(10)]
     assert main(['eval', '--model', f'local-dir:{folder}', '--data', 'digits', '--img-size', '8']) == 0
     printed = capsys.readouterr().out
     top1 = float(_rows(out / 'metrics.csv')[0]['val_top1'])

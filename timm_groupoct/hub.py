@@ -69,10 +69,12 @@ def export_for_hub(
 ) -> Tuple[torch.nn.Module, List[Path]]:
     """Write a Hub-ready folder for `checkpoint` (a state dict or a training checkpoint) of `model_name`:
     model.safetensors, timm's config.json (architecture, model_args, pretrained_cfg, label names) and a model card
-    README.md. Metrics come from `metrics` or else from the checkpoint (timm train.py's `metric`)."""
+    README.md. Label names and metrics come from the arguments or else from the checkpoint (`label_names`, timm
+    train.py's `metric`)."""
     from .summary import model_report
     state_dict, meta = read_checkpoint(checkpoint)
     model = _model_from_checkpoint(model_name, state_dict, checkpoint, **model_kwargs)
+    label_names = label_names if label_names is not None else meta.get('label_names')
     if label_names is not None and len(label_names) != model.num_classes:
         raise CheckpointError(
             f'{len(label_names)} label names given for a checkpoint with {model.num_classes} classes ({checkpoint})')

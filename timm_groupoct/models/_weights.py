@@ -71,6 +71,9 @@ def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
     for key in _NESTED_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             meta = {k: v for k, v in obj.items() if isinstance(v, (int, float, str))}
+            names = obj.get('label_names')
+            if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names):
+                meta['label_names'] = list(names)
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
