@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import timm
 import torch
@@ -184,7 +184,7 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Dict[str, objec
     val_loader = DataLoader(data.val, batch_size=max(cfg.batch_size, 64), num_workers=cfg.workers)
     if len(train_loader) == 0:
         raise TrainError(f'--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images')
-    args = {k: v for k, v in asdict(cfg).items()}
+    args = asdict(cfg)
     val: Dict[str, float] = {}
     for epoch in range(start_epoch, num_epochs):
         # the scheduler is stepped per epoch; replaying the finished epochs keeps a resumed schedule on track
@@ -203,11 +203,12 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Dict[str, objec
             seen += len(y)
             bar.set_postfix(loss=f'{loss.item():.3f}', img_s=f'{seen / (time.perf_counter() - start):.0f}',
                             lr=f'{optimizer.param_groups[0]["lr"]:.2e}')
+        train_seconds = time.perf_counter() - start
         train_loss = sum(losses) / len(losses)
         val = evaluate(model, val_loader)
         row = dict(epoch=epoch + 1, train_loss=train_loss, val_loss=val['loss'], val_top1=val['top1'],
                    val_top5=val['top5'], lr=optimizer.param_groups[0]['lr'],
-                   train_images_per_s=seen / (time.perf_counter() - start))
+                   train_images_per_s=seen / train_seconds)
         rows.append(row)
         log(f"epoch {epoch + 1}/{num_epochs}: train loss {train_loss:.4f}, val loss {val['loss']:.4f}, "
             f"val top-1 {val['top1']:.2f}%, top-5 {val['top5']:.2f}%")
