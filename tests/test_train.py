@@ -106,3 +106,51 @@ def test_eval_mismatch_is_explained(capsys):
     assert main(['eval', '--model', 'octnet_mini', '--data', 'digits']) == 2
     assert 'octnet_mini takes 3-channel images into 1000 classes; digits has 1-channel images in 10 classes' \
         in capsys.readouterr().err
+
+
+def test_predict_image_files_with_the_trained_preprocessing(tmp_path, capsys):
+    from timm_groupoct.data import save_digit_images
+    out = tmp_path / 'run'
+    main(['train', '--model', 'octnet_mini', '--epochs', '3', '--output', str(out)] + TINY)
+    folder = out / 'export'
+    main(['export', 'octnet_mini', '--checkpoint', str(out / 'best.pth'), '--out', str(folder)])
+    import json
+    cfg = json.loads((folder / 'config.json').read_text())['pretrained_cfg']
+    assert cfg['input_size'] == [1, 8, 8] and cfg['mean'] == [0.5] and cfg['std'] == [0.5]  # how it was trained
+    images = save_digit_images(tmp_path / 'samples', 4)
+    capsys.readouterr()
+    assert main(['predict', '--model', f'local-dir:{folder}', '--top-k', '2'] + [str(p) for p in images]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    labels = [int(p.stem.split('label')[1]) for p in images]
+    top = [int(line.split(': ')[1].split()[0]) for line in lines]
+    probs = [float(line.split(': ')[1].split()[1].rstrip('%,')) for line in lines]
+    assert all(0 < p <= 100 for p in probs)
+    assert sum(t == y for t, y in zip(top, labels)) >= 3  # a 3-epoch model on 8 px digits
+    # the same predictions as the model on the dataset's own tensors
+    import timm
+    from timm_groupoct.data import digits_datasets
+    model = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    _, val = digits_datasets(img_size=8)
+    with torch.no_grad():
+        expected = model(torch.stack([val[i][0] for i in range(4)])).argmax(1).tolist()
+    assert top == expected
+
+
+def test_predict_errors(tmp_path, capsys):
+    assert main(['predict', '--model', 'octnet_mini', str(tmp_path / 'nope.png')]) == 2
+    assert 'no such image file' in capsys.readouterr().err
+    bad = tmp_path / 'bad.png'
+    bad.write_text('not an image')
+    assert main(['predict', '--model', 'octnet_mini', str(bad)]) == 2
+    assert f'cannot read image {bad}' in capsys.readouterr().err
+
+
+def test_predict_uses_imagenet_names_for_1000_classes(tmp_path, capsys):
+    image = tmp_path / 'x.png'
+    Image.new('RGB', (40, 40), color=(10, 120, 30)).save(image)
+    assert main(['predict', '--model', 'octnet_mini', '--top-k', '1', str(image)]) == 0
+    name = capsys.readouterr().out.split(': ')[1].rsplit(' ', 1)[0]
+    from timm.data import ImageNetInfo
+    info = ImageNetInfo()
+    assert name in {info.index_to_description(i) for i in range(1000)}

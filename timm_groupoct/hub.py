@@ -83,7 +83,8 @@ def export_for_hub(
         metrics['top1'] = float(meta['metric'])
     out_dir = Path(out_dir)
     model_config = {'label_names': list(label_names)} if label_names else None
-    save_for_hf(model, str(out_dir), model_config=model_config, safe_serialization=True)
+    save_for_hf(model, str(out_dir), model_config=model_config, safe_serialization=True,
+                data_config=meta.get('data_config'))
     in_chans = model.get_submodule(model.pretrained_cfg['first_conv']).weight.shape[1]
     report = model_report(model, (in_chans, *model.pretrained_cfg['input_size'][1:]), name=model_name)
     card = out_dir / 'README.md'

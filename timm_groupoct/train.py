@@ -12,7 +12,7 @@ import csv
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -24,9 +24,9 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch.utils.data import DataLoader, Dataset
 
-from .data import DIGITS_CLASSES, digits_datasets
+from .data import DIGITS_CLASSES, DIGITS_MEAN, DIGITS_STD, digits_datasets
 
-__all__ = ['TrainConfig', 'TrainError', 'load_data', 'evaluate', 'train']
+__all__ = ['TrainConfig', 'TrainError', 'load_data', 'evaluate', 'train', 'predict_images']
 
 
 class TrainError(ValueError):
@@ -61,7 +61,13 @@ class Data:
     val: Dataset
     class_names: List[str]
     in_chans: int
-    img_size: int = field(default=32)
+    img_size: int
+    mean: tuple
+    std: tuple
+
+    def data_config(self) -> dict:
+        """The preprocessing the model is trained with, as timm's data config (stored with exported weights)."""
+        return dict(input_size=(self.in_chans, self.img_size, self.img_size), mean=self.mean, std=self.std)
 
 
 def load_data(data: str, model_name: str, img_size: Optional[int] = None, seed: int = 0) -> Data:
@@ -69,7 +75,8 @@ def load_data(data: str, model_name: str, img_size: Optional[int] = None, seed: 
     if data == 'digits':
         size = img_size or 32
         train_set, val_set = digits_datasets(img_size=size, seed=seed)
-        return Data(train_set, val_set, list(DIGITS_CLASSES), in_chans=1, img_size=size)
+        return Data(train_set, val_set, list(DIGITS_CLASSES), in_chans=1, img_size=size, mean=DIGITS_MEAN,
+                    std=DIGITS_STD)
     root = Path(data)
     if not root.is_dir():
         raise TrainError(f"data folder {root} does not exist (use a folder with train/ and val/, or 'digits')")
@@ -89,7 +96,8 @@ def load_data(data: str, model_name: str, img_size: Optional[int] = None, seed: 
             raise TrainError(f'no images found in {root / split}')
         sets[split].transform = create_transform(**data_cfg, is_training=training)
     names = sorted(p.name for p in (root / 'train').iterdir() if p.is_dir())
-    return Data(sets['train'], sets['val'], names, in_chans=3, img_size=data_cfg['input_size'][-1])
+    return Data(sets['train'], sets['val'], names, in_chans=3, img_size=data_cfg['input_size'][-1],
+                mean=tuple(data_cfg['mean']), std=tuple(data_cfg['std']))
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader) -> Dict[str, float]:
@@ -220,8 +228,37 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Dict[str, objec
         best_top1 = max(best_top1, val['top1'])
         checkpoint = dict(epoch=epoch + 1, arch=cfg.model, state_dict=model.state_dict(),
                           optimizer=optimizer.state_dict(), metric=val['top1'], best_metric=best_top1,
-                          args=args, label_names=data.class_names)
+                          args=args, label_names=data.class_names, data_config=data.data_config())
         _save_atomically(checkpoint, out / 'last.pth')
         if val['top1'] >= best_top1:
             _save_atomically(checkpoint, out / 'best.pth')
     return dict(final=val, best_top1=best_top1, output=out, epochs=len(rows))
+
+
+def predict_images(model: torch.nn.Module, paths: List[str], top_k: int = 5,
+                   img_size: Optional[int] = None) -> List[List[tuple]]:
+    """For each image file, the `top_k` (label, probability) pairs, preprocessed as the model's cfg says. Labels
+    are the weights' label names, ImageNet's descriptions for 1000-class models without names, else indices."""
+    from PIL import Image
+    data_cfg = resolve_data_config(model=model)
+    if img_size:
+        data_cfg['input_size'] = (data_cfg['input_size'][0], img_size, img_size)
+    transform = create_transform(**data_cfg)
+    mode = 'L' if data_cfg['input_size'][0] == 1 else 'RGB'
+    names = model.pretrained_cfg.get('label_names')
+    if not names and model.num_classes == 1000:
+        from timm.data import ImageNetInfo
+        info = ImageNetInfo()
+        names = [info.index_to_description(i) for i in range(1000)]
+    model.eval()
+    results = []
+    with torch.no_grad():
+        for path in paths:
+            try:
+                image = Image.open(path).convert(mode)
+            except (OSError, ValueError) as e:
+                raise TrainError(f'cannot read image {path}: {e}') from e
+            probs = model(transform(image).unsqueeze(0)).softmax(dim=1)[0]
+            values, indices = probs.topk(min(top_k, len(probs)))
+            results.append([(names[i] if names else str(i), v) for v, i in zip(values.tolist(), indices.tolist())])
+    return results

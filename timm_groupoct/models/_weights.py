@@ -71,6 +71,8 @@ def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
     for key in _NESTED_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             meta = {k: v for k, v in obj.items() if isinstance(v, (int, float, str))}
+            if isinstance(obj.get('data_config'), dict):
+                meta['data_config'] = dict(obj['data_config'])
             names = obj.get('label_names')
             if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names):
                 meta['label_names'] = list(names)

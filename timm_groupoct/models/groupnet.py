@@ -140,6 +140,7 @@ class GroupNet(StagedClassifier):
             raise ValueError(f'base_width (ResNeXt width rule, expansion 4) needs stage widths divisible by 4, '
                              f'got {tuple(widths)}')
 
+        self.in_chans = in_chans  # timm reads it (input config of exports, data config resolution)
         self.stem = make_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
         self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module='stem')]
 

@@ -85,6 +85,7 @@ class OctNet(StagedClassifier):
         stem_stride = resolve_stem_stride(stem_type, stem_stride)
         self.stem_alpha = stem_alpha
 
+        self.in_chans = in_chans  # timm reads it (input config of exports, data config resolution)
         self.stem = make_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
         self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module='stem')]
 

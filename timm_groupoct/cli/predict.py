@@ -1,0 +1,32 @@
+"""`timm-groupoct predict --model NAME|hf-hub:...|local-dir:... IMAGE...`: top-k classes with probabilities."""
+from pathlib import Path
+
+import timm
+
+from ..train import TrainError, predict_images
+from ._common import CLIError, check_model_name
+
+
+def add_parser(sub):
+    p = sub.add_parser('predict', help='classify image files')
+    p.add_argument('--model', required=True, help="model name, 'hf-hub:ORG/REPO' or 'local-dir:DIR'")
+    p.add_argument('images', nargs='+', help='image files')
+    p.add_argument('--top-k', type=int, default=5)
+    p.add_argument('--img-size', type=int, default=None, help="input size (default: the weights' own)")
+    p.add_argument('--pretrained', action='store_true', help='load weights (implied for hf-hub: / local-dir:)')
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    name = check_model_name(args.model)
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise CLIError(f'no such image file: {", ".join(missing)}')
+    model = timm.create_model(name, pretrained=args.pretrained or name.startswith(('hf-hub:', 'local-dir:')))
+    try:
+        results = predict_images(model, args.images, args.top_k, args.img_size)
+    except TrainError as e:
+        raise CLIError(str(e)) from e
+    for path, top in zip(args.images, results):
+        print(f'{path}: ' + ', '.join(f'{label} {prob:.1%}' for label, prob in top))
+    return 0
