@@ -14,6 +14,7 @@ from timm.optim import create_optimizer_v2
 from torch.utils.data import DataLoader
 
 from .data import digits_datasets
+from .train import evaluate
 
 __all__ = ['RunResult', 'train_and_evaluate', 'bn_vs_gn', 'write_results']
 
@@ -27,16 +28,6 @@ class RunResult:
     images_per_s: float
     train_loss_curve: List[float] = field(default_factory=list)
     val_top1_curve: List[float] = field(default_factory=list)
-
-
-def _evaluate(model: torch.nn.Module, loader: DataLoader) -> float:
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += (model(x).argmax(1) == y).sum().item()
-            total += len(y)
-    return 100. * correct / total
 
 
 def train_and_evaluate(model_name: str, norm: str, batch_size: int, epochs: int, img_size: int, lr: float,
@@ -72,7 +63,7 @@ def train_and_evaluate(model_name: str, norm: str, batch_size: int, epochs: int,
         train_time += time.perf_counter() - start
         seen += len(losses) * batch_size
         result.train_loss_curve.append(sum(losses) / len(losses))
-        result.val_top1_curve.append(_evaluate(model, val_loader))
+        result.val_top1_curve.append(evaluate(model, val_loader)['top1'])
     result.final_train_loss = result.train_loss_curve[-1]
     result.val_top1 = result.val_top1_curve[-1]
     result.images_per_s = seen / train_time
