@@ -19,14 +19,18 @@ test: venv
 
 DEMO := runs/demo
 
-# Train octnet_mini on scikit-learn's digits (no download), export it as a Hub-ready folder, load it back by
-# local-dir: name, evaluate it, and classify three validation digits saved as image files.
+# Train octnet_mini on scikit-learn's digits (no download) with the recipe configs/octnet_mini-digits.yaml, export
+# it as a Hub-ready folder, load it back by local-dir: name, evaluate it, and classify three saved validation digits.
 demo: venv
+	@echo '== 1/5 the model: octnet_mini (seed 004 OctNet) for 16x16 grey digits'
 	$(VENV)/bin/timm-groupoct info octnet_mini --input-size 1 16 16 --num-classes 10
-	$(VENV)/bin/timm-groupoct train --model octnet_mini --data digits --img-size 16 --epochs 10 --lr 5e-3 \
-		-b 32 --output $(DEMO) --no-progress
+	@echo '== 2/5 train it on scikit-learn digits (configs/octnet_mini-digits.yaml)'
+	$(VENV)/bin/timm-groupoct train --config configs/octnet_mini-digits.yaml --output $(DEMO) --no-progress
+	@echo '== 3/5 export the best checkpoint as a Hub-ready folder'
 	$(VENV)/bin/timm-groupoct export octnet_mini --checkpoint $(DEMO)/best.pth --out $(DEMO)/octnet_mini-digits
+	@echo '== 4/5 load the folder back by local-dir: name and evaluate it'
 	$(VENV)/bin/timm-groupoct eval --model local-dir:$(DEMO)/octnet_mini-digits --data digits
+	@echo '== 5/5 classify three validation digits saved as image files'
 	$(PY) -m timm_groupoct.data $(DEMO)/samples 3
 	$(VENV)/bin/timm-groupoct predict --model local-dir:$(DEMO)/octnet_mini-digits --top-k 3 $(DEMO)/samples/*.png
 

@@ -39,7 +39,9 @@ def test_resume_continues_where_the_last_checkpoint_stopped(tmp_path, capsys):
     assert 'resumed from' in capsys.readouterr().out
     resumed, reference = _rows(part / 'metrics.csv'), _rows(straight / 'metrics.csv')
     assert [r['epoch'] for r in resumed] == ['1', '2']
-    assert resumed[0]['train_loss'] == reference[0]['train_loss']  # seeded: the same first epoch
+    # weights, optimizer state, schedule and the per-epoch batch order carry over: the same run as uninterrupted
+    for key in ('train_loss', 'val_loss', 'val_top1'):
+        assert [float(r[key]) for r in resumed] == pytest.approx([float(r[key]) for r in reference], rel=1e-5)
     assert torch.load(part / 'last.pth', weights_only=True)['epoch'] == 2
 
 
@@ -80,6 +82,13 @@ def test_train_on_an_image_folder(tmp_path, capsys):
     (['--model', 'octnet_mini', '--num-classes', '7'], '--num-classes 7 does not match the 10 classes of digits'),
     (['--model', 'octnet_mini', '--resume', 'missing.pth'], '--resume checkpoint missing.pth does not exist'),
     (['--model', 'octnet_mini', '--epochs', '0'], '--epochs and --batch-size must be positive'),
+    (['--model', 'octnet_mini', '--mixup', '0.2', '-b', '7'], '--batch-size must be even, got 7'),
+    (['--model', 'octnet_mini', '--aa', 'rand-m9'], 'image augmentations do not apply to them: drop auto_augment'),
+    (['--model', 'octnet_mini', '--data', 'digits', '--dataset', 'torch/mnist'], 'name two data sources'),
+    (['--model', 'octnet_mini', '-b', '2000'], '--batch-size 2000 x 1 processes is larger than the 1437'),
+    (['--model', 'octnet_mini', '--pretrained'], "No pretrained weights are published for 'octnet_mini'"),
+    pytest.param(['--model', 'octnet_mini', '--device', 'cuda'], 'CUDA is not available on this machine',
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason='this machine has CUDA')),
 ])
 def test_train_errors(tmp_path, capsys, args, message):
     assert main(['train', '--output', str(tmp_path / 'o'), '--no-progress'] + args) == 2
@@ -100,6 +109,18 @@ def test_train_folder_errors(tmp_path, capsys):
     blocker.write_text('x')
     assert main(['train', '--model', 'octnet_mini', '--output', str(blocker / 'sub')]) == 2
     assert f'cannot write to the output folder {blocker / "sub"}' in capsys.readouterr().err
+
+
+def test_resume_needs_a_training_checkpoint(tmp_path, capsys):
+    weights = tmp_path / 'weights.pth'
+    torch.save({'state_dict': {'fc.weight': torch.zeros(1)}}, weights)
+    assert main(['train', '--model', 'octnet_mini', '--resume', str(weights), '--output', str(tmp_path / 'o')]) == 2
+    assert f'--resume {weights} is not a last.pth of `timm-groupoct train` (it lacks optimizer, epoch' \
+        in capsys.readouterr().err
+    (tmp_path / 'cut.pth').write_bytes(b'PK\x03\x04 truncated')
+    assert main(['train', '--model', 'octnet_mini', '--resume', str(tmp_path / 'cut.pth'), '--output',
+                 str(tmp_path / 'o')]) == 2
+    assert f'cannot read --resume checkpoint {tmp_path / "cut.pth"}' in capsys.readouterr().err
 
 
 def test_eval_mismatch_is_explained(capsys):
@@ -154,3 +175,148 @@ def test_predict_uses_imagenet_names_for_1000_classes(tmp_path, capsys):
     from timm.data import ImageNetInfo
     info = ImageNetInfo()
     assert name in {info.index_to_description(i) for i in range(1000)}
+
+
+def _train_cfg(tmp_path, **kwargs):
+    from timm_groupoct.train import TrainConfig
+    return TrainConfig(**dict(dict(model='octnet_mini', img_size=8, epochs=1, batch_size=64, lr=5e-3,
+                                   output=str(tmp_path / 'run')), **kwargs))
+
+
+def test_mixup_cutmix_and_label_smoothing_use_timms_losses(tmp_path):
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm_groupoct.train import _losses, train
+    mixup, loss = _losses(_train_cfg(tmp_path, mixup=0.2, cutmix=1.0, smoothing=0.1), 10)
+    assert isinstance(mixup, Mixup) and isinstance(loss, SoftTargetCrossEntropy)
+    assert (mixup.mixup_alpha, mixup.cutmix_alpha, mixup.label_smoothing) == (0.2, 1.0, 0.1)
+    mixup, loss = _losses(_train_cfg(tmp_path, smoothing=0.1), 10)
+    assert mixup is None and isinstance(loss, LabelSmoothingCrossEntropy) and loss.smoothing == 0.1
+    result = train(_train_cfg(tmp_path, mixup=0.2, cutmix=1.0, smoothing=0.1), progress=False, log=lambda *a: None)
+    assert result['epochs'] == 1 and 0 <= result['final']['top1'] <= 100
+
+
+def test_model_ema_is_evaluated_checkpointed_and_exported(tmp_path, capsys):
+    out = tmp_path / 'run'
+    assert main(['train', '--model', 'octnet_mini', '--epochs', '2', '--model-ema', '--model-ema-decay', '0.9',
+                 '--output', str(out)] + TINY) == 0
+    assert 'EMA val top-1' in capsys.readouterr().out
+    rows = _rows(out / 'metrics.csv')
+    ckpt = torch.load(out / 'last.pth', weights_only=True)
+    assert ckpt['metric'] == float(rows[-1]['ema_val_top1'])  # as timm's train.py: the EMA's metric
+    ema, raw = ckpt['state_dict_ema'], ckpt['state_dict']
+    assert ema.keys() == raw.keys() and not torch.equal(ema['fc.weight'], raw['fc.weight'])
+    main(['export', 'octnet_mini', '--checkpoint', str(out / 'last.pth'), '--out', str(out / 'export')])
+    from safetensors.torch import load_file
+    exported = load_file(out / 'export' / 'model.safetensors')
+    assert all(torch.equal(exported[k], ema[k]) for k in exported)
+
+
+def test_amp_runs_forward_passes_under_autocast(tmp_path, monkeypatch):
+    import timm_groupoct.train as train_module
+    dtypes = []
+    real_autocast = torch.autocast
+
+    def recording_autocast(device_type, dtype=None, **kwargs):
+        dtypes.append(dtype)
+        return real_autocast(device_type, dtype=dtype, **kwargs)
+    monkeypatch.setattr(train_module.torch, 'autocast', recording_autocast)
+    train_module.train(_train_cfg(tmp_path, amp=True, amp_dtype='bfloat16'), progress=False, log=lambda *a: None)
+    steps = 1437 // 64
+    assert dtypes.count(torch.bfloat16) >= steps  # every training step, plus the validation batches
+    with pytest.raises(train_module.TrainError, match='--amp-dtype float8 is not one of float16, bfloat16'):
+        train_module.train(_train_cfg(tmp_path, amp=True, amp_dtype='float8'))
+
+
+def test_layer_decay_scales_lr_per_group_matcher_block(tmp_path):
+    from timm_groupoct.train import train
+    train(_train_cfg(tmp_path, layer_decay=0.5), progress=False, log=lambda *a: None)
+    groups = torch.load(tmp_path / 'run' / 'last.pth', weights_only=True)['optimizer']['param_groups']
+    scales = sorted({g['lr_scale'] for g in groups})
+    # octnet_mini's group_matcher (fine): stem, stages.0.0, stages.1.0, then the head -> scales 0.5^3 .. 1
+    assert scales == pytest.approx([0.125, 0.25, 0.5, 1.0])
+
+
+def test_freeze_backbone_trains_only_the_head(tmp_path):
+    import timm
+    from timm.utils import random_seed
+    from timm_groupoct.train import freeze_backbone, train
+    model = timm.create_model('groupnet_small', num_classes=10)
+    eval_modules = freeze_backbone(model)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ['fc.weight', 'fc.bias']
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in eval_modules)
+
+    train(_train_cfg(tmp_path, model='groupnet_small', freeze_backbone=True, lr=1e-2), progress=False,
+          log=lambda *a: None)
+    trained = torch.load(tmp_path / 'run' / 'last.pth', weights_only=True)['state_dict']
+    random_seed(0, 0)  # as train() seeds before building the model
+    initial = timm.create_model('groupnet_small', num_classes=10, in_chans=1).state_dict()
+    changed = {k for k in initial if not torch.equal(initial[k], trained[k])}
+    assert changed == {'fc.weight', 'fc.bias'}  # backbone weights and BatchNorm running statistics untouched
+
+
+def _fake_mnist(root, n=64):
+    """torchvision's MNIST files (idx format) with `n` random images per split: no download."""
+    import struct
+    raw = root / 'MNIST' / 'raw'
+    raw.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for prefix in ('train', 't10k'):
+        images = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
+        labels = torch.arange(n, dtype=torch.uint8) % 10
+        (raw / f'{prefix}-images-idx3-ubyte').write_bytes(struct.pack('>IIII', 2051, n, 28, 28) +
+                                                           images.numpy().tobytes())
+        (raw / f'{prefix}-labels-idx1-ubyte').write_bytes(struct.pack('>II', 2049, n) + labels.numpy().tobytes())
+    return root
+
+
+def test_train_on_a_torchvision_dataset(tmp_path, capsys):
+    root = _fake_mnist(tmp_path / 'mnist')
+    out = tmp_path / 'run'
+    assert main(['train', '--model', 'octnet_mini', '--data', 'torch/mnist', '--data-dir', str(root), '--epochs',
+                 '1', '--img-size', '16', '-b', '16', '--output', str(out), '--no-progress']) == 0
+    ckpt = torch.load(out / 'last.pth', weights_only=True)
+    assert ckpt['label_names'][:2] == ['0 - zero', '1 - one'] and len(ckpt['label_names']) == 10
+    assert ckpt['data_config']['input_size'] == (1, 16, 16)  # MNIST decodes to grey images: a 1-channel model
+    assert ckpt['state_dict']['stem.0.conv.weight'].shape[1] == 1
+    assert main(['train', '--model', 'octnet_mini', '--data', 'torch/mnist', '--output', str(out)]) == 2
+    assert 'torch/mnist needs --data-dir' in capsys.readouterr().err
+    assert main(['train', '--model', 'octnet_mini', '--data', 'torch/cifar10', '--data-dir', str(root),
+                 '--output', str(out)]) == 2
+    assert 'cannot load the train split of torch/cifar10' in capsys.readouterr().err
+
+
+def test_train_on_a_hugging_face_dataset(tmp_path):
+    pytest.importorskip('datasets')
+    data = tmp_path / 'pets'
+    _image_folder(data)
+    (data / 'val').rename(data / 'validation')  # the split names HF datasets' imagefolder knows
+    out = tmp_path / 'run'
+    assert main(['train', '--model', 'groupnet_small', '--data', f'hfds/{data}', '--data-dir', str(tmp_path / 'c'),
+                 '--epochs', '1', '--img-size', '32', '-b', '4', '--output', str(out), '--no-progress']) == 0
+    assert torch.load(out / 'last.pth', weights_only=True)['label_names'] == ['cat', 'dog']
+
+
+def test_interrupted_run_keeps_its_last_checkpoint_and_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / 'run'
+    cmd = [sys.executable, '-m', 'timm_groupoct.cli', 'train', '--model', 'octnet_mini', '--output', str(out)] + TINY
+    proc = subprocess.Popen(cmd + ['--epochs', '200'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / 'last.pth').exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)  # into a later epoch, maybe mid-save
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f'interrupted: the last complete checkpoint is {out / "last.pth"}' in err
+    done = torch.load(out / 'last.pth', weights_only=True)['epoch']
+    assert 1 <= done < 200 and len(_rows(out / 'metrics.csv')) >= done
+    resumed = subprocess.run(cmd + ['--epochs', str(done + 1), '--resume', str(out / 'last.pth')],
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f'resumed from {out / "last.pth"} at epoch {done}' in resumed.stdout
+    assert [int(r['epoch']) for r in _rows(out / 'metrics.csv')] == list(range(1, done + 2))

@@ -1,122 +1,187 @@
 """Training and evaluation with timm's machinery: the library behind `timm-groupoct train` and `eval`.
 
-Data is the built-in `digits` (scikit-learn's, no download) or an image folder with `train/` and `val/` class
-subfolders (timm's `create_dataset` and transforms resolved from the model's pretrained cfg). Optimizer and
-schedule come from timm's `create_optimizer_v2` / `create_scheduler_v2`. Each epoch appends a row to
-`metrics.csv`, redraws `curves.png`, and replaces `last.pth` atomically (`best.pth` when val top-1 improves), so an
-interrupted run keeps its last complete checkpoint and `resume` continues from it. Checkpoints hold the weights
-under `state_dict` with `epoch`, `arch`, `metric` (val top-1), `optimizer` and `args`, as timm's train.py writes
+Data comes from `data.load_data` (digits, image folders, torchvision and Hugging Face data sets). timm does the
+rest: `create_optimizer_v2` (with layer-wise lr decay from the model's `group_matcher`), `create_scheduler_v2`,
+`Mixup` / label-smoothing losses, `ModelEmaV3`, AMP with `NativeScaler`, and `init_distributed_device_so` for
+`torchrun` (DistributedDataParallel; gloo on CPU, nccl on GPU; only rank 0 writes).
+
+Each epoch appends a row to `metrics.csv`, redraws `curves.png`, and replaces `last.pth` atomically (`best.pth`
+when the val top-1 improves), so an interrupted run keeps its last complete checkpoint and `resume` continues from
+it (the checkpoint carries the metrics rows, the optimizer state and the epoch count). Checkpoints hold
+`state_dict` (and `state_dict_ema`) with `epoch`, `arch`, `metric`, `optimizer` and `args`, as timm's train.py writes
 them, so `timm-groupoct export` takes them as they are.
 """
 import csv
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import timm
 import torch
+import torch.distributed as dist
+import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import create_dataset, create_transform, resolve_data_config
+from timm.data import Mixup, create_transform, resolve_data_config
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.models import group_parameters
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from torch.utils.data import DataLoader, Dataset
+from timm.utils import ModelEmaV3, NativeScaler, dispatch_clip_grad, distribute_bn, random_seed
+from timm.utils.distributed import init_distributed_device_so
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
-from .data import DIGITS_CLASSES, DIGITS_MEAN, DIGITS_STD, digits_datasets
+from .data import DataError, load_data
 
-__all__ = ['TrainConfig', 'TrainError', 'load_data', 'evaluate', 'train', 'predict_images']
+__all__ = ['TrainConfig', 'TrainError', 'evaluate', 'freeze_backbone', 'train', 'predict_images']
+
+AMP_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
 class TrainError(ValueError):
-    """A configuration or data problem found before any training starts."""
+    """A configuration problem found before any training starts."""
 
 
 @dataclass
 class TrainConfig:
-    """A training run; field names follow timm's train.py where they overlap."""
+    """A training run. Field names are timm train.py's where they overlap, so its YAML recipes carry over."""
     model: str
-    data: str = 'digits'
+    # data: `data` is 'digits', an image folder or a timm data set name; timm's `dataset` + `data_dir` also work
+    data: Optional[str] = None
+    data_dir: Optional[str] = None
+    dataset: Optional[str] = None
+    train_split: str = 'train'
+    val_split: str = 'validation'
+    dataset_download: bool = False
+    # model
     pretrained: bool = False
     num_classes: Optional[int] = None
     img_size: Optional[int] = None
+    drop: float = 0.
+    drop_path: Optional[float] = None
+    freeze_backbone: bool = False
+    # optimisation
     epochs: int = 5
     batch_size: int = 64
     opt: str = 'adamw'
-    lr: float = 1e-3
+    lr: Optional[float] = 1e-3  # None: timm's rule, lr_base scaled by the global batch size
+    lr_base: float = 0.1
+    lr_base_size: int = 256
+    lr_base_scale: str = ''
+    momentum: float = 0.9
     weight_decay: float = 0.05
+    clip_grad: Optional[float] = None
+    layer_decay: Optional[float] = None
     sched: str = 'cosine'
+    min_lr: float = 0.
+    warmup_lr: float = 1e-5
     warmup_epochs: int = 0
+    decay_epochs: float = 90
+    decay_milestones: List[int] = field(default_factory=lambda: [90, 180, 270])
+    decay_rate: float = 0.1
+    # regularisation and augmentation (scale / aa / reprob / hflip / color_jitter: image data sets only)
+    smoothing: float = 0.
+    mixup: float = 0.
+    cutmix: float = 0.
+    mixup_prob: float = 1.
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = 'batch'
+    scale: Optional[List[float]] = None
+    aa: Optional[str] = None
+    reprob: Optional[float] = None
+    hflip: Optional[float] = None
+    color_jitter: Optional[float] = None
+    model_ema: bool = False
+    model_ema_decay: float = 0.9998
+    model_ema_warmup: bool = False
+    # execution and output
+    amp: bool = False
+    amp_dtype: str = 'float16'
+    device: Optional[str] = None
+    channels_last: bool = False
+    workers: int = 0
+    seed: int = 0
     output: str = 'output/train'
     resume: Optional[str] = None
-    seed: int = 0
-    workers: int = 0
-    channels_last: bool = False
+
+    def data_source(self) -> Tuple[str, Optional[str]]:
+        """(source for `load_data`, root folder of a timm data set)."""
+        if self.data and self.dataset and self.data != self.dataset:
+            raise TrainError(f'--data {self.data} and --dataset {self.dataset} name two data sources; give one')
+        return self.data or self.dataset or self.data_dir or 'digits', self.data_dir
+
+    def resolved_lr(self, world_size: int = 1) -> float:
+        """`lr`, or when it is None timm train.py's rule: `lr_base` x (global batch / `lr_base_size`), square-rooted
+        for adaptive optimizers unless `lr_base_scale` says 'linear' or 'sqrt'."""
+        if self.lr is not None:
+            return self.lr
+        scale = self.lr_base_scale or ('sqrt' if any(o in self.opt.lower() for o in ('ada', 'lamb')) else 'linear')
+        ratio = self.batch_size * world_size / self.lr_base_size
+        return self.lr_base * (ratio ** 0.5 if scale == 'sqrt' else ratio)
 
 
-@dataclass
-class Data:
-    train: Dataset
-    val: Dataset
-    class_names: List[str]
-    in_chans: int
-    img_size: int
-    mean: tuple
-    std: tuple
+def evaluate(model: nn.Module, loader: DataLoader, device: Optional[torch.device] = None,
+             autocast: Callable = nullcontext, channels_last: bool = False) -> Dict[str, float]:
+    """Top-1 / top-5 accuracy (%), mean cross-entropy loss and images per second over `loader`.
 
-    def data_config(self) -> dict:
-        """The preprocessing the model is trained with, as timm's data config (stored with exported weights)."""
-        return dict(input_size=(self.in_chans, self.img_size, self.img_size), mean=self.mean, std=self.std)
-
-
-def load_data(data: str, model_name: str, img_size: Optional[int] = None, seed: int = 0) -> Data:
-    """`digits`, or a folder `DIR` with `DIR/train/<class>/*` and `DIR/val/<class>/*` images."""
-    if data == 'digits':
-        size = img_size or 32
-        train_set, val_set = digits_datasets(img_size=size, seed=seed)
-        return Data(train_set, val_set, list(DIGITS_CLASSES), in_chans=1, img_size=size, mean=DIGITS_MEAN,
-                    std=DIGITS_STD)
-    root = Path(data)
-    if not root.is_dir():
-        raise TrainError(f"data folder {root} does not exist (use a folder with train/ and val/, or 'digits')")
-    for split in ('train', 'val'):
-        if not (root / split).is_dir():
-            raise TrainError(f'data folder {root} has no {split}/ subfolder (expected {root}/{split}/<class>/<image>)')
-    data_cfg = resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(model_name).to_dict())
-    if img_size:
-        data_cfg['input_size'] = (data_cfg['input_size'][0], img_size, img_size)
-    sets = {}
-    for split, training in (('train', True), ('val', False)):
-        try:
-            sets[split] = create_dataset('', root=str(root / split), split=split, is_training=training)
-        except (RuntimeError, FileNotFoundError) as e:
-            raise TrainError(f'no images found in {root / split}: {e}') from e
-        if len(sets[split]) == 0:
-            raise TrainError(f'no images found in {root / split}')
-        sets[split].transform = create_transform(**data_cfg, is_training=training)
-    names = sorted(p.name for p in (root / 'train').iterdir() if p.is_dir())
-    return Data(sets['train'], sets['val'], names, in_chans=3, img_size=data_cfg['input_size'][-1],
-                mean=tuple(data_cfg['mean']), std=tuple(data_cfg['std']))
-
-
-def evaluate(model: torch.nn.Module, loader: DataLoader) -> Dict[str, float]:
-    """Top-1 / top-5 accuracy (%), mean cross-entropy loss and images per second over `loader`."""
+    Under torch.distributed each process passes its own share of the data; the sums are reduced over processes.
+    """
     model.eval()
-    correct1 = correct5 = total = 0
-    loss_sum = 0.
+    sums = torch.zeros(4, dtype=torch.float64)  # loss, top-1 hits, top-5 hits, images
     start = time.perf_counter()
     with torch.no_grad():
         for x, y in loader:
-            logits = model(x)
-            loss_sum += F.cross_entropy(logits, y, reduction='sum').item()
+            if device is not None:
+                x, y = x.to(device), y.to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                logits = model(x)
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            correct1 += (top[:, 0] == y).sum().item()
-            correct5 += (top == y[:, None]).any(dim=1).sum().item()
-            total += len(y)
+            sums += torch.tensor([F.cross_entropy(logits.float(), y, reduction='sum').item(),
+                                  (top[:, 0] == y).sum().item(), (top == y[:, None]).any(dim=1).sum().item(),
+                                  len(y)], dtype=torch.float64)
     seconds = time.perf_counter() - start
-    return dict(top1=100. * correct1 / total, top5=100. * correct5 / total, loss=loss_sum / total,
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums)
+    loss, correct1, correct5, total = sums.tolist()
+    return dict(top1=100. * correct1 / total, top5=100. * correct5 / total, loss=loss / total,
                 images_per_s=total / seconds)
+
+
+def freeze_backbone(model: nn.Module) -> List[nn.Module]:
+    """Freeze all parameters but the head, for linear probing; returns the modules to keep in eval mode.
+
+    The head is the last group of the model's `group_matcher` (timm puts the parameters its stem / stage patterns do
+    not match there). Norm layers of the frozen part must stay in eval mode so their running statistics stay fixed.
+    """
+    if not hasattr(model, 'group_matcher'):
+        raise TrainError(f'{type(model).__name__} has no group_matcher, so its backbone cannot be told from its head')
+    layer_of = group_parameters(model, model.group_matcher(coarse=True), reverse=True)
+    head_layer = max(layer_of.values())
+    head = {id(p) for p in model.get_classifier().parameters()}
+    if not head or any(layer_of[n] == head_layer and id(p) not in head for n, p in model.named_parameters()):
+        raise TrainError(f'{type(model).__name__}: the last parameter group of its group_matcher is not just its '
+                         f'classifier, so --freeze-backbone cannot tell backbone from head')
+    for name, param in model.named_parameters():
+        param.requires_grad_(layer_of[name] == head_layer)
+    return [m for m in model.modules()
+            if any(True for _ in m.parameters(recurse=False)) and
+            not any(p.requires_grad for p in m.parameters(recurse=False))]
+
+
+def _check_output(out: Path, rank: int) -> None:
+    probe = out / f'.write-test-{rank}'
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise TrainError(f'cannot write to the output folder {out}: {e.strerror}') from e
 
 
 def _save_atomically(obj: dict, path: Path) -> None:
@@ -131,10 +196,11 @@ def _plot(rows: List[Dict[str, float]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     epochs = [r['epoch'] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax_loss.plot(epochs, [r['train_loss'] for r in rows], marker='o', label='train')
-    ax_loss.plot(epochs, [r['val_loss'] for r in rows], marker='o', label='val')
-    ax_acc.plot(epochs, [r['val_top1'] for r in rows], marker='o', label='val top-1')
-    ax_acc.plot(epochs, [r['val_top5'] for r in rows], marker='o', label='val top-5')
+    curves = ((ax_loss, 'train_loss', 'train'), (ax_loss, 'val_loss', 'val'), (ax_acc, 'val_top1', 'val top-1'),
+              (ax_acc, 'val_top5', 'val top-5'), (ax_acc, 'ema_val_top1', 'EMA val top-1'))
+    for ax, key, label in curves:
+        if key in rows[0]:
+            ax.plot(epochs, [r[key] for r in rows], marker='o', label=label)
     for ax, ylabel in ((ax_loss, 'loss'), (ax_acc, 'accuracy (%)')):
         ax.set(xlabel='epoch', ylabel=ylabel)
         ax.set_xticks(epochs)
@@ -145,97 +211,225 @@ def _plot(rows: List[Dict[str, float]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def train(cfg: TrainConfig, progress: bool = True, log=print) -> Dict[str, object]:
-    """Run `cfg`; returns the final metrics, the best val top-1 and the output paths."""
-    from tqdm import tqdm
+def _write_metrics(rows: List[Dict[str, float]], path: Path) -> None:
+    tmp = path.with_suffix('.tmp')
+    with open(tmp, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _read_resume_checkpoint(path: str) -> dict:
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except (RuntimeError, EOFError, OSError) as e:
+        raise TrainError(f'cannot read --resume checkpoint {path}: {e}') from e
+    missing = [k for k in ('state_dict', 'optimizer', 'epoch', 'best_metric', 'metrics') if k not in checkpoint]
+    if missing:
+        raise TrainError(f'--resume {path} is not a last.pth of `timm-groupoct train` (it lacks {", ".join(missing)}); '
+                         f'to start from its weights instead, export it and train from local-dir:FOLDER --pretrained')
+    return checkpoint
+
+
+def _mean_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate to report: the mean over parameter groups (they differ under layer decay), as timm does."""
+    return sum(g['lr'] for g in optimizer.param_groups) / len(optimizer.param_groups)
+
+
+def _check_config(cfg: TrainConfig) -> None:
     if not timm.is_model(cfg.model):
         raise TrainError(f"unknown model '{cfg.model}'")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise TrainError(f'--epochs and --batch-size must be positive, got {cfg.epochs} and {cfg.batch_size}')
-    out = Path(cfg.output)
+    if cfg.device and cfg.device.startswith('cuda') and not torch.cuda.is_available():
+        raise TrainError(f'--device {cfg.device}, but CUDA is not available on this machine: use --device cpu')
+    if cfg.amp_dtype not in AMP_DTYPES:
+        raise TrainError(f'--amp-dtype {cfg.amp_dtype} is not one of {", ".join(AMP_DTYPES)}')
+    if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
+        raise TrainError(f'--mixup / --cutmix pair images within a batch: --batch-size must be even, '
+                         f'got {cfg.batch_size}')
+    if cfg.resume and not Path(cfg.resume).is_file():
+        raise TrainError(f'--resume checkpoint {cfg.resume} does not exist')
+
+
+def _losses(cfg: TrainConfig, num_classes: int) -> Tuple[Optional[Mixup], nn.Module]:
+    """(mixup / cutmix, training loss) as timm's train.py pairs them."""
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                      switch_prob=cfg.mixup_switch_prob, mode=cfg.mixup_mode, label_smoothing=cfg.smoothing,
+                      num_classes=num_classes)
+        return mixup, SoftTargetCrossEntropy()
+    if cfg.smoothing > 0:
+        return None, LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
+    return None, nn.CrossEntropyLoss()
+
+
+def train(cfg: TrainConfig, progress: bool = True, log=print) -> Dict[str, object]:
+    """Run `cfg`; returns the final metrics, the best val top-1 and the output paths.
+
+    Under `torchrun` every process runs this; `batch_size` is per process, as in timm, and only rank 0 logs and
+    writes.
+    """
+    from tqdm import tqdm
+    _check_config(cfg)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / '.write-test').touch()
-        (out / '.write-test').unlink()
-    except OSError as e:
-        raise TrainError(f'cannot write to the output folder {out}: {e.strerror}') from e
-    torch.manual_seed(cfg.seed)
-    data = load_data(cfg.data, cfg.model, cfg.img_size, cfg.seed)
+        import matplotlib  # noqa: F401 (curves.png; checked now rather than after the first epoch)
+    except ImportError as e:
+        raise TrainError("train draws curves.png with matplotlib: pip install 'timm-groupoct[experiments]'") from e
+    env = init_distributed_device_so(cfg.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    try:
+        return _train(cfg, env, progress, log, tqdm)
+    finally:
+        if env['distributed']:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, env: dict, progress: bool, log, tqdm) -> Dict[str, object]:
+    device, rank, world = torch.device(env['device']), env['global_rank'], env['world_size']
+    primary = rank == 0
+    if not primary:
+        progress, log = False, (lambda *args: None)
+    out = Path(cfg.output)
+    _check_output(out, rank)
+    random_seed(cfg.seed, rank)
+    source, root = cfg.data_source()
+    augment = dict(scale=cfg.scale, auto_augment=cfg.aa, re_prob=cfg.reprob, hflip=cfg.hflip,
+                   color_jitter=cfg.color_jitter)
+    try:
+        data = load_data(source, cfg.model, cfg.img_size, cfg.seed, root=root, train_split=cfg.train_split,
+                         val_split=cfg.val_split, download=cfg.dataset_download, augment=augment)
+    except DataError as e:
+        raise TrainError(str(e)) from e
     num_classes = len(data.class_names)
     if cfg.num_classes is not None and cfg.num_classes != num_classes:
-        raise TrainError(f'--num-classes {cfg.num_classes} does not match the {num_classes} classes of {cfg.data}')
-    resume = None
-    if cfg.resume:
-        if not Path(cfg.resume).is_file():
-            raise TrainError(f'--resume checkpoint {cfg.resume} does not exist')
-        resume = torch.load(cfg.resume, map_location='cpu', weights_only=True)
+        raise TrainError(f'--num-classes {cfg.num_classes} does not match the {num_classes} classes of {source}')
+    if len(data.train) < cfg.batch_size * world:
+        raise TrainError(f'--batch-size {cfg.batch_size} x {world} processes is larger than the {len(data.train)} '
+                         f'training images')
+    resume = _read_resume_checkpoint(cfg.resume) if cfg.resume else None
 
-    model = timm.create_model(cfg.model, pretrained=cfg.pretrained, num_classes=num_classes, in_chans=data.in_chans)
+    model_kwargs = {'drop_rate': cfg.drop}
+    if cfg.drop_path is not None:
+        model_kwargs['drop_path_rate'] = cfg.drop_path
+    try:
+        model = timm.create_model(cfg.model, pretrained=cfg.pretrained, num_classes=num_classes,
+                                  in_chans=data.in_chans, **model_kwargs)
+    except (RuntimeError, ValueError) as e:  # no or unloadable weights, arguments the model does not take
+        raise TrainError(f'cannot build {cfg.model}: {e}') from e
+    frozen = freeze_backbone(model) if cfg.freeze_backbone else []
+    model.to(device)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler, num_epochs = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs,
-                                                warmup_epochs=cfg.warmup_epochs)
-    start_epoch, best_top1, rows = 0, -math.inf, []
+        model.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.resolved_lr(world), weight_decay=cfg.weight_decay,
+                                    momentum=cfg.momentum, layer_decay=cfg.layer_decay)
+    scheduler, num_epochs = create_scheduler_v2(
+        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs,
+        decay_milestones=cfg.decay_milestones, decay_rate=cfg.decay_rate, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
+        warmup_epochs=cfg.warmup_epochs)
+    amp_dtype = AMP_DTYPES[cfg.amp_dtype]
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if cfg.amp else nullcontext
+    scaler = NativeScaler(device=device.type) if cfg.amp and amp_dtype == torch.float16 else None
+    ema = ModelEmaV3(model, decay=cfg.model_ema_decay, use_warmup=cfg.model_ema_warmup) if cfg.model_ema else None
+    mixup, train_loss_fn = _losses(cfg, num_classes)
+
+    start_epoch, best_metric, rows = 0, -math.inf, []
     if resume is not None:
         model.load_state_dict(resume['state_dict'])
         optimizer.load_state_dict(resume['optimizer'])
-        start_epoch, best_top1 = resume['epoch'], resume.get('best_metric', resume['metric'])
-        with open(out / 'metrics.csv') as f:
-            rows = [{k: int(v) if k == 'epoch' else float(v) for k, v in r.items()}
-                    for r in csv.DictReader(f)][:start_epoch]
+        if ema is not None and 'state_dict_ema' in resume:
+            ema.module.load_state_dict(resume['state_dict_ema'])
+        if scaler is not None and 'amp_scaler' in resume:
+            scaler.load_state_dict(resume['amp_scaler'])
+        start_epoch, best_metric, rows = resume['epoch'], resume['best_metric'], resume['metrics']
         log(f'resumed from {cfg.resume} at epoch {start_epoch}')
+    train_model = DistributedDataParallel(model) if env['distributed'] else model
 
-    generator = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                              num_workers=cfg.workers, generator=generator)
-    val_loader = DataLoader(data.val, batch_size=max(cfg.batch_size, 64), num_workers=cfg.workers)
-    if len(train_loader) == 0:
-        raise TrainError(f'--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images')
-    args = asdict(cfg)
+    # per-epoch seeded sampling: a resumed run sees the same batches as an uninterrupted one
+    if env['distributed']:
+        sampler = DistributedSampler(data.train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    else:
+        sampler = RandomSampler(data.train, generator=torch.Generator())
+    train_loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                              num_workers=cfg.workers)
+    val_loader = DataLoader(Subset(data.val, range(rank, len(data.val), world)),
+                            batch_size=max(cfg.batch_size, 64), num_workers=cfg.workers)
+    args = dict(asdict(cfg), world_size=world)
+    eval_args = dict(device=device, autocast=autocast, channels_last=cfg.channels_last)
     val: Dict[str, float] = {}
     for epoch in range(start_epoch, num_epochs):
         # the scheduler is stepped per epoch; replaying the finished epochs keeps a resumed schedule on track
         scheduler.step(epoch)
-        model.train()
-        losses, seen, start = [], 0, time.perf_counter()
+        if env['distributed']:
+            sampler.set_epoch(epoch)
+        else:
+            sampler.generator.manual_seed(cfg.seed + epoch)
+        train_model.train()
+        for module in frozen:
+            module.eval()
+        loss_sum, steps, seen, start = 0., 0, 0, time.perf_counter()
         bar = tqdm(train_loader, desc=f'epoch {epoch + 1}/{num_epochs}', leave=False, disable=not progress)
         for x, y in bar:
+            x, y = x.to(device), y.to(device)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(x), y)
+            if mixup is not None:
+                x, y = mixup(x, y)
+            with autocast():
+                loss = train_loss_fn(train_model(x), y)
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            seen += len(y)
+            if scaler is not None:
+                scaler(loss, optimizer, clip_grad=cfg.clip_grad, parameters=model.parameters())
+            else:
+                loss.backward()
+                if cfg.clip_grad is not None:
+                    dispatch_clip_grad(model.parameters(), cfg.clip_grad)
+                optimizer.step()
+            if ema is not None:
+                ema.update(model, step=epoch * len(train_loader) + steps)
+            loss_sum, steps, seen = loss_sum + loss.item(), steps + 1, seen + len(y) * world
             bar.set_postfix(loss=f'{loss.item():.3f}', img_s=f'{seen / (time.perf_counter() - start):.0f}',
-                            lr=f'{optimizer.param_groups[0]["lr"]:.2e}')
+                            lr=f'{_mean_lr(optimizer):.2e}')
         train_seconds = time.perf_counter() - start
-        train_loss = sum(losses) / len(losses)
-        val = evaluate(model, val_loader)
+        train_loss = torch.tensor(loss_sum / steps, dtype=torch.float64)
+        if env['distributed']:
+            dist.all_reduce(train_loss)
+        train_loss = train_loss.item() / world
+        if env['distributed']:  # each process has its own norm statistics: average them, as timm's --dist-bn reduce
+            for module in (model, ema.module) if ema is not None else (model,):
+                distribute_bn(module, world, reduce=True)
+        val = evaluate(model, val_loader, **eval_args)
         row = dict(epoch=epoch + 1, train_loss=train_loss, val_loss=val['loss'], val_top1=val['top1'],
-                   val_top5=val['top5'], lr=optimizer.param_groups[0]['lr'],
-                   train_images_per_s=seen / train_seconds)
+                   val_top5=val['top5'], lr=_mean_lr(optimizer), train_images_per_s=seen / train_seconds)
+        summary = (f"epoch {epoch + 1}/{num_epochs}: train loss {train_loss:.4f}, val loss {val['loss']:.4f}, "
+                   f"val top-1 {val['top1']:.2f}%, top-5 {val['top5']:.2f}%")
+        metric = val['top1']
+        if ema is not None:
+            ema_val = evaluate(ema.module, val_loader, **eval_args)
+            row.update(ema_val_loss=ema_val['loss'], ema_val_top1=ema_val['top1'], ema_val_top5=ema_val['top5'])
+            summary += f", EMA val top-1 {ema_val['top1']:.2f}%"
+            metric = ema_val['top1']  # as timm's train.py: the EMA weights are the ones to keep
         rows.append(row)
-        log(f"epoch {epoch + 1}/{num_epochs}: train loss {train_loss:.4f}, val loss {val['loss']:.4f}, "
-            f"val top-1 {val['top1']:.2f}%, top-5 {val['top5']:.2f}%")
-        with open(out / 'metrics.csv', 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            writer.writeheader()
-            writer.writerows(rows)
-        _plot(rows, out / 'curves.png', f'{cfg.model} on {cfg.data}')
-        best_top1 = max(best_top1, val['top1'])
-        checkpoint = dict(epoch=epoch + 1, arch=cfg.model, state_dict=model.state_dict(),
-                          optimizer=optimizer.state_dict(), metric=val['top1'], best_metric=best_top1,
-                          args=args, label_names=data.class_names, data_config=data.data_config())
-        _save_atomically(checkpoint, out / 'last.pth')
-        if val['top1'] >= best_top1:
-            _save_atomically(checkpoint, out / 'best.pth')
-    return dict(final=val, best_top1=best_top1, output=out, epochs=len(rows))
+        log(summary)
+        best_metric = max(best_metric, metric)
+        if primary:
+            _write_metrics(rows, out / 'metrics.csv')
+            _plot(rows, out / 'curves.png', f'{cfg.model} on {source}')
+            checkpoint = dict(epoch=epoch + 1, arch=cfg.model, state_dict=model.state_dict(),
+                              optimizer=optimizer.state_dict(), metric=metric, best_metric=best_metric, args=args,
+                              label_names=data.class_names, data_config=data.data_config(), metrics=rows)
+            if ema is not None:
+                checkpoint['state_dict_ema'] = ema.module.state_dict()
+            if scaler is not None:
+                checkpoint['amp_scaler'] = scaler.state_dict()
+            _save_atomically(checkpoint, out / 'last.pth')
+            if metric >= best_metric:
+                _save_atomically(checkpoint, out / 'best.pth')
+    return dict(final=val, best_top1=best_metric, metric_name='EMA val top-1' if ema else 'val top-1', output=out,
+                epochs=num_epochs, world_size=world, rank=rank)
 
 
-def predict_images(model: torch.nn.Module, paths: List[str], top_k: int = 5,
+def predict_images(model: nn.Module, paths: List[str], top_k: int = 5,
                    img_size: Optional[int] = None) -> List[List[tuple]]:
     """For each image file, the `top_k` (label, probability) pairs, preprocessed as the model's cfg says. Labels
     are the weights' label names, ImageNet's descriptions for 1000-class models without names, else indices."""

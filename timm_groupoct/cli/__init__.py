@@ -25,7 +25,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return args.run(args) or 0
     except CLIError as e:
         print(f'{parser.prog} {args.command}: error: {e}', file=sys.stderr)
-        return 2
+        return e.exit_status
 
 
 if __name__ == '__main__':

@@ -7,7 +7,11 @@ import timm_groupoct
 
 
 class CLIError(Exception):
-    """A user error: printed as one message, exit status 2."""
+    """A user error: printed as one message; exit status 2 unless given."""
+
+    def __init__(self, message: str, exit_status: int = 2):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def check_model_name(name: str) -> str:

@@ -1,15 +1,19 @@
-"""`timm-groupoct eval --model NAME|hf-hub:...|local-dir:... --data digits|DIR`: top-1 / top-5, loss, images/s."""
+"""`timm-groupoct eval --model NAME|hf-hub:...|local-dir:... --data digits|DIR|torch/...`: top-1/top-5, loss, img/s."""
 import timm
 from torch.utils.data import DataLoader
 
-from ..train import TrainError, evaluate, load_data
+from ..data import load_data
+from ..train import evaluate
 from ._common import CLIError, check_model_name
 
 
 def add_parser(sub):
     p = sub.add_parser('eval', help='evaluate a model on digits or an image folder')
     p.add_argument('--model', required=True, help="model name, 'hf-hub:ORG/REPO' or 'local-dir:DIR'")
-    p.add_argument('--data', default='digits', help="'digits' or an image folder with val/<class>/ images")
+    p.add_argument('--data', default='digits',
+                   help="'digits', an image folder with train/ and val/<class>/ images, or a timm data set name")
+    p.add_argument('--data-dir', default=None, help='root folder of a torch/ or hfds/ data set')
+    p.add_argument('--val-split', default='validation', help='the split to evaluate')
     p.add_argument('--pretrained', action='store_true', help='load weights (implied for hf-hub: / local-dir:)')
     p.add_argument('--img-size', type=int, default=None)
     p.add_argument('-b', '--batch-size', type=int, default=128)
@@ -22,8 +26,9 @@ def run(args) -> int:
     try:
         model = timm.create_model(name, pretrained=pretrained)
         arch = model.pretrained_cfg.get('architecture', name)
-        data = load_data(args.data, arch, args.img_size or model.pretrained_cfg['input_size'][-1])
-    except (TrainError, ValueError, RuntimeError) as e:
+        data = load_data(args.data, arch, args.img_size or model.pretrained_cfg['input_size'][-1],
+                         root=args.data_dir, val_split=args.val_split)
+    except (ValueError, RuntimeError) as e:  # DataError, and what timm raises for bad weights
         raise CLIError(str(e)) from e
     if model.num_classes != len(data.class_names) or model.pretrained_cfg['input_size'][0] != data.in_chans:
         raise CLIError(f'{name} takes {model.pretrained_cfg["input_size"][0]}-channel images into '

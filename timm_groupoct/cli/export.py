@@ -9,7 +9,8 @@ def add_parser(sub):
     p = sub.add_parser(
         'export', help='write a Hub-ready folder (weights, config, model card) for a checkpoint',
         description="Reads CKPT (.safetensors, a .pth state dict, or a training checkpoint of this package or timm's "
-                    "train.py; the class count comes from its classifier) and writes DIR/model.safetensors, "
+                    "train.py, whose EMA weights are taken when it has them; the class count comes from its "
+                    "classifier) and writes DIR/model.safetensors, "
                     "DIR/config.json and a model card DIR/README.md. Load the folder with "
                     "timm.create_model('local-dir:DIR', pretrained=True), or after --push with 'hf-hub:ORG/REPO'.")
     p.add_argument('model', help='model name, e.g. octnet_mini')

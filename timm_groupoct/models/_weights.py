@@ -20,7 +20,9 @@ __all__ = [
 WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin', 'model.pth', 'open_clip_pytorch_model.bin')
 
 PathLike = Union[str, Path]
-_NESTED_KEYS = ('state_dict', 'model', 'model_state_dict')
+# a training checkpoint's weights; EMA weights first, as timm's load_checkpoint(use_ema=True) takes them (timm's
+# train.py and ours report the EMA's metric when they keep one)
+_NESTED_KEYS = ('state_dict_ema', 'state_dict', 'model', 'model_state_dict')
 
 
 class CheckpointError(ValueError):
@@ -51,7 +53,7 @@ def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
     """(state dict, metadata) of `path`: a .safetensors file, or a torch file read with weights_only=True.
 
     A training checkpoint (this package's or timm train.py's: `state_dict` plus `epoch`, `metric`, `arch`, `args`)
-    gives its `state_dict` and the other plain entries as metadata.
+    gives its `state_dict_ema` if it has one, else its `state_dict`, and the other plain entries as metadata.
     """
     path = Path(path)
     if not path.is_file():
