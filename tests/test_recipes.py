@@ -92,3 +92,19 @@ def test_cli_reports_recipe_problems(tmp_path, capsys):
     (tmp_path / 'empty.yaml').write_text('epochs: 1\n')
     assert main(['train', '--config', str(tmp_path / 'empty.yaml')]) == 2
     assert 'no model: give --model NAME or a recipe with `model: NAME`' in capsys.readouterr().err
+
+
+def test_finetune_recipe_linear_probe_from_hub_weights(tmp_path, hub_cache):
+    from test_train import _image_folder
+    hub_cache.add_state_dict('timm/resnet50_gn.a1h_in1k', timm.create_model('resnet50_gn').state_dict())
+    data = _image_folder(tmp_path / 'pets')
+    out = tmp_path / 'run'
+    recipe = Path(__file__).resolve().parents[1] / 'configs' / 'resnext50_1x64d_gn-finetune.yaml'
+    assert main(['train', '--config', str(recipe), '--data-dir', str(data), '--freeze-backbone', '--epochs', '1',
+                 '--img-size', '32', '-b', '4', '--output', str(out), '--no-progress']) == 0
+    ckpt = torch.load(out / 'last.pth', weights_only=True)
+    pretrained = timm.create_model('resnext50_1x64d_gn.a1h_in1k', pretrained=True, num_classes=2).state_dict()
+    for weights in (ckpt['state_dict'], ckpt['state_dict_ema']):  # the recipe keeps an EMA
+        assert all(torch.equal(weights[k], v) for k, v in pretrained.items() if not k.startswith('fc.'))
+    assert not torch.equal(ckpt['state_dict']['fc.weight'], pretrained['fc.weight'])
+    assert ckpt['args']['layer_decay'] == 0.75 and ckpt['label_names'] == ['cat', 'dog']
