@@ -4,6 +4,7 @@
     python benchmarks/octconv_speed.py --compile             # adds torch.compile rows (slow to compile)
     python benchmarks/octconv_speed.py --reference DIR       # adds the PyTorch reference (a checkout of
                                                              # d-li14/octconv.pytorch) for comparison
+    python benchmarks/octconv_speed.py --stages              # where the time goes: ms per stage, channels_last
 
 Every model runs once per round, in turn (interleaved), so load on the machine hits them alike; the table gives
 the median over rounds. "NCHW" is a model and input in the default layout; "channels_last" converts the model
@@ -65,6 +66,7 @@ def main(argv=None) -> None:
     parser.add_argument('--rounds', type=int, default=10, help='timed calls per model (median reported)')
     parser.add_argument('--compile', action='store_true', help='also time torch.compile (channels_last only)')
     parser.add_argument('--reference', default=None, help='folder with the reference oct_resnet.py / octconv.py')
+    parser.add_argument('--stages', action='store_true', help='also time each stage (channels_last, eager)')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -87,6 +89,8 @@ def main(argv=None) -> None:
             runners = {key: (lambda m=m: m(x)) for key, m in variants.items()}
             median = time_round_robin(runners, args.rounds)
         print_table(batch_size, models, flops, median, args.compile)
+        if args.stages:
+            print_stage_table(batch_size, {name: variants[(name, 'channels_last')] for name in models}, x, args.rounds)
 
 
 def make_variant(make: Callable[[], torch.nn.Module], model: torch.nn.Module, memory_format) -> torch.nn.Module:
@@ -110,6 +114,50 @@ def print_table(batch_size, models, flops, median, with_compile) -> None:
             row += [median[(name, 'compiled')] * 1e3, median[(name, 'compiled')] / median[('resnet50', 'compiled')]]
         cells = [f'{v:>12.1f}' if 'ms' in c else f'{v:>12.3f}' for c, v in zip(cols, row)]
         print(f'{name:<22} {flops[name]:>7.2f} {flops[name] / base_flops:>10.3f} ' + ' '.join(cells))
+
+
+def stage_times(model: torch.nn.Module, x: torch.Tensor, rounds: int) -> List[float]:
+    """Median seconds of each segment of a forward: stem, each stage (cut at `feature_info`'s modules), head."""
+    modules = dict(model.named_modules())
+    marks: List[float] = []
+    hooks = [modules[f['module']].register_forward_hook(lambda *_: marks.append(time.perf_counter()))
+             for f in model.feature_info]
+    segments: List[List[float]] = []
+    with torch.inference_mode():
+        for i in range(rounds + 1):
+            marks.clear()
+            start = time.perf_counter()
+            model(x)
+            points = [start] + marks + [time.perf_counter()]
+            if i:  # the first call warms up
+                segments.append([b - a for a, b in zip(points, points[1:])])
+    for hook in hooks:
+        hook.remove()
+    return [statistics.median(column) for column in zip(*segments)]
+
+
+def stage_flops(model: torch.nn.Module, x: torch.Tensor) -> List[float]:
+    """FLOPs of the segments `stage_times` times: stem, each stage, head."""
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x)
+    counts = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    cls = type(model).__name__
+    stages = [counts.get(f'{cls}.{f["module"]}', 0) for f in model.feature_info[1:]]
+    head = counts.get(f'{cls}.{model.pretrained_cfg["classifier"]}', 0)
+    return [counts['Global'] - sum(stages) - head] + stages + [head]
+
+
+def print_stage_table(batch_size, models, x, rounds) -> None:
+    times = {name: stage_times(model, x, rounds) for name, model in models.items()}
+    flops = {name: stage_flops(model, x[:1]) for name, model in models.items()}
+    cols = ['stem'] + [f'stage {i}' for i in range(1, len(times['resnet50']) - 1)] + ['head']
+    header = f'{"ms (ratio to r50)":<22} ' + ' '.join(f'{c:>14}' for c in cols)
+    print(f'\nbatch {batch_size}, channels_last, per stage\n{header}\n{"-" * len(header)}')
+    for name, row in times.items():
+        print(f'{name:<22} ' + ' '.join(f'{t * 1e3:>7.1f} ({t / b:.2f})' for t, b in zip(row, times['resnet50'])))
+        if name != 'resnet50':
+            print(f'{"  FLOP ratio":<22} ' + ' '.join(f'{f / b:>14.2f}' for f, b in zip(flops[name],
+                                                                                    flops['resnet50'])))
 
 
 if __name__ == '__main__':
