@@ -108,3 +108,11 @@ def test_finetune_recipe_linear_probe_from_hub_weights(tmp_path, hub_cache):
         assert all(torch.equal(weights[k], v) for k, v in pretrained.items() if not k.startswith('fc.'))
     assert not torch.equal(ckpt['state_dict']['fc.weight'], pretrained['fc.weight'])
     assert ckpt['args']['layer_decay'] == 0.75 and ckpt['label_names'] == ['cat', 'dog']
+
+
+def test_every_train_flag_is_a_config_field_and_back():
+    import dataclasses
+    from timm_groupoct.cli import build_parser
+    train_parser = build_parser()._subparsers._group_actions[0].choices['train']
+    dests = {a.dest for a in train_parser._actions} - {'help', 'config', 'no_progress'}
+    assert dests == {f.name for f in dataclasses.fields(TrainConfig)}

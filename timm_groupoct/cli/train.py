@@ -23,7 +23,7 @@ NO_EFFECT_TIMM_KEYS = frozenset({
     'wandb_project', 'wandb_tags', 'wandb_resume_id', 'experiment', 'save_images', 'use_multi_epochs_loader',
     'synchronize_step', 'no_ddp_bb', 'worker_seeding', 'local_rank', 'config'})
 
-# (flags, dest, argparse options, help); dest is a TrainConfig field
+# (flags, argparse options, help) per group; argparse's dest (the first long flag) is a TrainConfig field
 _OPTIONS = (
     ('Data', (
         (('--data',), dict(), "'digits' (built in, no download), an image folder DIR (DIR/train/<class>/*, "
@@ -110,7 +110,7 @@ def add_parser(sub):
     for title, options in _OPTIONS:
         group = p.add_argument_group(title)
         for flags, kwargs, help_text in options:
-            dest = flags[-1].lstrip('-').replace('-', '_')
+            dest = next(f for f in flags if f.startswith('--')).lstrip('-').replace('-', '_')
             if dest in _DEFAULTS:
                 help_text += f' (default: {_DEFAULTS[dest]})'
             group.add_argument(*flags, help=help_text, **kwargs)
