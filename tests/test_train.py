@@ -59,6 +59,22 @@ def test_train_export_eval(tmp_path, capsys):
     assert f'on digits (360 images): top-1 {top1:.2f}%' in printed
 
 
+def test_fine_tune_from_an_exported_folder(tmp_path, capsys):
+    first = tmp_path / 'first'
+    main(['train', '--model', 'octnet_mini', '--epochs', '3', '--output', str(first)] + TINY)
+    main(['export', 'octnet_mini', '--checkpoint', str(first / 'best.pth'), '--out', str(tmp_path / 'export')])
+    trained_top1 = torch.load(first / 'best.pth', weights_only=True)['metric']
+    capsys.readouterr()
+    # continue from the exported weights with a small learning rate: it starts where the first run ended
+    assert main(['train', '--model', f'local-dir:{tmp_path / "export"}', '--pretrained', '--epochs', '1',
+                 '--lr', '1e-4', '--output', str(tmp_path / 'ft')] + TINY[:4] + ['--no-progress']) == 0
+    tuned_top1 = torch.load(tmp_path / 'ft' / 'last.pth', weights_only=True)['metric']
+    assert trained_top1 > 80 and tuned_top1 >= trained_top1 - 5
+    assert main(['train', '--model', f'local-dir:{tmp_path / "nowhere"}', '--data', str(_image_folder(tmp_path / 'p')),
+                 '--output', str(tmp_path / 'x')]) == 2
+    assert f'cannot read the config of local-dir:{tmp_path / "nowhere"}' in capsys.readouterr().err
+
+
 def _image_folder(root, classes=('cat', 'dog'), per_class=4):
     for split in ('train', 'val'):
         for i, name in enumerate(classes):

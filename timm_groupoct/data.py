@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-__all__ = ['DIGITS_CLASSES', 'DIGITS_MEAN', 'DIGITS_STD', 'DataError', 'Data', 'load_data', 'digits_datasets',
-           'save_digit_images']
+__all__ = ['DIGITS_CLASSES', 'DIGITS_MEAN', 'DIGITS_STD', 'DataError', 'Data', 'load_data', 'model_pretrained_cfg',
+           'digits_datasets', 'save_digit_images']
 
 DIGITS_CLASSES: List[str] = [str(d) for d in range(10)]
 # the normalisation `digits_datasets` applies to pixel values in [0, 1]
@@ -76,8 +76,7 @@ def load_data(
     else:
         sets = _folder_datasets(Path(source), train_split, val_split)
     in_chans = len(sets['train'][0][0].getbands())  # the images as the data set decodes them: 'L' 1, 'RGB' 3
-    pretrained_cfg = timm.models.get_pretrained_cfg(model_name)
-    pretrained_cfg = pretrained_cfg.to_dict() if pretrained_cfg else {}
+    pretrained_cfg = model_pretrained_cfg(model_name)
     size = img_size or pretrained_cfg.get('input_size', (3, 224, 224))[-1]
     data_cfg = timm.data.resolve_data_config(args=dict(input_size=(in_chans, size, size)),
                                              pretrained_cfg=pretrained_cfg)
@@ -89,6 +88,22 @@ def load_data(
                                                            **(augment if training else {}))
     return Data(sets['train'], sets['val'], _class_names(sets['train']), in_chans=in_chans,
                 img_size=data_cfg['input_size'][-1], mean=tuple(data_cfg['mean']), std=tuple(data_cfg['std']))
+
+
+def model_pretrained_cfg(model_name: str) -> Dict[str, Any]:
+    """The pretrained cfg of a model name, 'hf-hub:ORG/REPO' and 'local-dir:DIR' included (their config.json)."""
+    from timm.models._factory import parse_model_name
+    from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
+    source, name = parse_model_name(model_name)
+    try:
+        if source == 'hf-hub':
+            return load_model_config_from_hf(name)[0]
+        if source == 'local-dir':
+            return load_model_config_from_path(name)[0]
+    except (OSError, ValueError, RuntimeError) as e:  # no config.json, not on the Hub / offline, invalid JSON
+        raise DataError(f'cannot read the config of {model_name}: {e}') from e
+    cfg = timm.models.get_pretrained_cfg(name)
+    return cfg.to_dict() if cfg else {}
 
 
 def _split_dir(root: Path, split: str) -> Path:

@@ -238,7 +238,7 @@ def _mean_lr(optimizer: torch.optim.Optimizer) -> float:
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    if not timm.is_model(cfg.model):
+    if not (timm.is_model(cfg.model) or cfg.model.startswith(('hf-hub:', 'local-dir:'))):
         raise TrainError(f"unknown model '{cfg.model}'")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise TrainError(f'--epochs and --batch-size must be positive, got {cfg.epochs} and {cfg.batch_size}')

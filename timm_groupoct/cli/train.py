@@ -23,6 +23,8 @@ NO_EFFECT_TIMM_KEYS = frozenset({
     'wandb_project', 'wandb_tags', 'wandb_resume_id', 'experiment', 'save_images', 'use_multi_epochs_loader',
     'synchronize_step', 'no_ddp_bb', 'worker_seeding', 'local_rank', 'config'})
 
+_SWITCH = dict(action=argparse.BooleanOptionalAction)  # --flag / --no-flag, so a flag can undo a recipe's value
+
 # (flags, argparse options, help) per group; argparse's dest (the first long flag) is a TrainConfig field
 _OPTIONS = (
     ('Data', (
@@ -32,16 +34,16 @@ _OPTIONS = (
         (('--dataset',), dict(), "timm's name for --data's data set names"),
         (('--train-split',), dict(), 'training split name'),
         (('--val-split',), dict(), "validation split name (folders: also val/, valid/, ...)"),
-        (('--dataset-download',), dict(action=argparse.BooleanOptionalAction), 'download a torch/ or hfds/ data set if missing'),
+        (('--dataset-download',), _SWITCH, 'download a torch/ or hfds/ data set if missing'),
     )),
     ('Model', (
         (('--model',), dict(), 'model name, e.g. octnet_mini'),
-        (('--pretrained',), dict(action=argparse.BooleanOptionalAction), 'start from published weights (fine-tuning)'),
+        (('--pretrained',), _SWITCH, 'start from published weights (fine-tuning)'),
         (('--num-classes',), dict(type=int), 'checked against the classes the data has'),
         (('--img-size',), dict(type=int), 'input size (digits: default 32; else the model cfg\'s)'),
         (('--drop',), dict(type=float), 'dropout before the classifier'),
         (('--drop-path',), dict(type=float), 'stochastic depth rate'),
-        (('--freeze-backbone',), dict(action=argparse.BooleanOptionalAction),
+        (('--freeze-backbone',), _SWITCH,
          'train only the classifier (linear probing); the backbone is what the model\'s group_matcher groups'),
     )),
     ('Optimization', (
@@ -74,15 +76,15 @@ _OPTIONS = (
         (('--reprob',), dict(type=float), 'random erase probability (image data sets)'),
         (('--hflip',), dict(type=float), 'horizontal flip probability (image data sets; timm default 0.5)'),
         (('--color-jitter',), dict(type=float), 'color jitter factor (image data sets; timm default 0.4)'),
-        (('--model-ema',), dict(action=argparse.BooleanOptionalAction), 'keep an EMA of the weights (evaluated and checkpointed)'),
+        (('--model-ema',), _SWITCH, 'keep an EMA of the weights (evaluated and checkpointed)'),
         (('--model-ema-decay',), dict(type=float), 'EMA decay'),
-        (('--model-ema-warmup',), dict(action=argparse.BooleanOptionalAction), 'warm the EMA decay up'),
+        (('--model-ema-warmup',), _SWITCH, 'warm the EMA decay up'),
     )),
     ('Execution and output', (
-        (('--amp',), dict(action=argparse.BooleanOptionalAction), 'mixed precision (torch.autocast)'),
+        (('--amp',), _SWITCH, 'mixed precision (torch.autocast)'),
         (('--amp-dtype',), dict(), 'float16 or bfloat16'),
         (('--device',), dict(), 'cpu, cuda, ... (default: cuda when available); torchrun sets the index'),
-        (('--channels-last',), dict(action=argparse.BooleanOptionalAction), 'train in channels_last memory format'),
+        (('--channels-last',), _SWITCH, 'train in channels_last memory format'),
         (('-j', '--workers'), dict(type=int), 'data loader processes'),
         (('--seed',), dict(type=int), 'random seed'),
         (('--output',), dict(), 'output folder'),
