@@ -67,8 +67,10 @@ def test_fine_tune_from_an_exported_folder(tmp_path, capsys):
     capsys.readouterr()
     # continue from the exported weights with a small learning rate: it starts where the first run ended
     assert main(['train', '--model', f'local-dir:{tmp_path / "export"}', '--pretrained', '--epochs', '1',
-                 '--lr', '1e-4', '--output', str(tmp_path / 'ft')] + TINY[:4] + ['--no-progress']) == 0
-    tuned_top1 = torch.load(tmp_path / 'ft' / 'last.pth', weights_only=True)['metric']
+                 '--lr', '1e-4', '--output', str(tmp_path / 'ft'), '-b', '64', '--no-progress']) == 0
+    tuned = torch.load(tmp_path / 'ft' / 'last.pth', weights_only=True)
+    tuned_top1 = tuned['metric']
+    assert tuned['data_config']['input_size'] == (1, 8, 8)  # the exported model's digits size, not the default 32
     assert trained_top1 > 80 and tuned_top1 >= trained_top1 - 5
     assert main(['train', '--model', f'local-dir:{tmp_path / "nowhere"}', '--data', str(_image_folder(tmp_path / 'p')),
                  '--output', str(tmp_path / 'x')]) == 2

@@ -67,7 +67,8 @@ def load_data(
         if augment:
             raise DataError(f'digits are fixed tensors, so image augmentations do not apply to them: '
                             f'drop {", ".join(sorted(augment))} or train on an image data set')
-        size = img_size or 32
+        cfg_size = model_pretrained_cfg(model_name).get('input_size', (3,))
+        size = img_size or (cfg_size[-1] if cfg_size[0] == 1 else 32)  # a model trained on grey digits: its size
         train_set, val_set = digits_datasets(img_size=size, seed=seed)
         return Data(train_set, val_set, list(DIGITS_CLASSES), in_chans=1, img_size=size, mean=DIGITS_MEAN,
                     std=DIGITS_STD)
