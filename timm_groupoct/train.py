@@ -131,7 +131,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: Optional[torch.device
     Under torch.distributed each process passes its own share of the data; the sums are reduced over processes.
     """
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64)  # loss, top-1 hits, top-5 hits, images
+    sums = [0.] * 4  # loss, top-1 hits, top-5 hits, images
     start = time.perf_counter()
     with torch.no_grad():
         for x, y in loader:
@@ -142,15 +142,23 @@ def evaluate(model: nn.Module, loader: DataLoader, device: Optional[torch.device
             with autocast():
                 logits = model(x)
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            sums += torch.tensor([F.cross_entropy(logits.float(), y, reduction='sum').item(),
-                                  (top[:, 0] == y).sum().item(), (top == y[:, None]).any(dim=1).sum().item(),
-                                  len(y)], dtype=torch.float64)
+            batch = (F.cross_entropy(logits.float(), y, reduction='sum').item(), (top[:, 0] == y).sum().item(),
+                     (top == y[:, None]).any(dim=1).sum().item(), len(y))
+            sums = [a + b for a, b in zip(sums, batch)]
     seconds = time.perf_counter() - start
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(sums)
-    loss, correct1, correct5, total = sums.tolist()
+    loss, correct1, correct5, total = _sum_over_processes(sums, device)
     return dict(top1=100. * correct1 / total, top5=100. * correct5 / total, loss=loss / total,
                 images_per_s=total / seconds)
+
+
+def _sum_over_processes(values: List[float], device: Optional[torch.device]) -> List[float]:
+    """`values` summed over the processes of torch.distributed (unchanged without it); on `device`, which nccl
+    needs to be the GPU."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    summed = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(summed)
+    return summed.tolist()
 
 
 def freeze_backbone(model: nn.Module) -> List[nn.Module]:
@@ -391,10 +399,7 @@ def _train(cfg: TrainConfig, env: dict, progress: bool, log, tqdm) -> Dict[str, 
             bar.set_postfix(loss=f'{loss.item():.3f}', img_s=f'{seen / (time.perf_counter() - start):.0f}',
                             lr=f'{_mean_lr(optimizer):.2e}')
         train_seconds = time.perf_counter() - start
-        train_loss = torch.tensor(loss_sum / steps, dtype=torch.float64)
-        if env['distributed']:
-            dist.all_reduce(train_loss)
-        train_loss = train_loss.item() / world
+        train_loss = _sum_over_processes([loss_sum / steps], device)[0] / world
         if env['distributed']:  # each process has its own norm statistics: average them, as timm's --dist-bn reduce
             for module in (model, ema.module) if ema is not None else (model,):
                 distribute_bn(module, world, reduce=True)
