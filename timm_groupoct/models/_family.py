@@ -1,7 +1,7 @@
 """What the families share: the timm model API of a staged classifier, and a builder that refuses to return a
 randomly initialised model for `pretrained=True`."""
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -12,9 +12,11 @@ from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
+from ..layers import conv_norm_act, get_conv_norm_layers
 from ._weights import check_state_dict_fits, fetch_hub_weights, load_checkpoint, weights_file_in
 
-__all__ = ['default_cfg', 'build_model', 'check_num_classes', 'StagedClassifier']
+__all__ = ['default_cfg', 'build_model', 'check_num_classes', 'make_stem', 'resolve_stem_stride', 'stage_strides',
+           'StagedClassifier']
 
 # in the order timm's loader prefers them
 _WEIGHT_SOURCES = ('state_dict', 'file', 'hf_hub_id', 'url')
@@ -110,6 +112,56 @@ def check_num_classes(num_classes: int) -> None:
         raise ValueError(f'num_classes must be >= 0 (0 removes the classifier), got {num_classes}')
 
 
+LayerType = Union[str, Callable, type]
+
+# stem type -> (allowed stem strides, default)
+STEM_STRIDES = {'double': ((1, 2, 4), 1), 'single': ((1, 2), 1), 'resnet': ((4,), 4)}
+
+
+def resolve_stem_stride(stem_type: str, stem_stride: Optional[int]) -> int:
+    """`stem_stride`, or the stem type's default; a ValueError for an unknown type or a stride it cannot do."""
+    if stem_type not in STEM_STRIDES:
+        raise ValueError(f"stem_type must be one of {', '.join(STEM_STRIDES)}, got {stem_type!r}")
+    allowed, default = STEM_STRIDES[stem_type]
+    stem_stride = default if stem_stride is None else stem_stride
+    if stem_stride not in allowed:
+        raise ValueError(
+            f"stem_stride for stem_type={stem_type!r} must be {' or '.join(map(str, allowed))}, got {stem_stride}")
+    return stem_stride
+
+
+def make_stem(stem_type: str, in_chans: int, out_chs: int, stride: int, norm_layer: LayerType,
+              act_layer: LayerType) -> nn.Sequential:
+    """(N, in_chans, H, W) -> (N, out_chs, H / stride, W / stride).
+
+    'double': two 3x3 conv-norm-act (seed 000), the first strided for stride >= 2, both for 4;
+    'single': one 3x3 conv-norm-act (CIFAR ResNeXt); 'resnet': 7x7 stride-2 conv-norm-act + 3x3 stride-2 max pool.
+    """
+    layers = get_conv_norm_layers(norm_layer, act_layer)
+    if stem_type == 'double':
+        return nn.Sequential(
+            conv_norm_act(in_chans, out_chs, 3, layers, stride=min(stride, 2)),
+            conv_norm_act(out_chs, out_chs, 3, layers, stride=max(1, stride // 2)),
+        )
+    if stem_type == 'single':
+        return nn.Sequential(conv_norm_act(in_chans, out_chs, 3, layers, stride=stride))
+    return nn.Sequential(
+        conv_norm_act(in_chans, out_chs, 7, layers, stride=2),
+        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    )
+
+
+def stage_strides(depths: Sequence[int], widths: Sequence[int], strides: Optional[Sequence[int]],
+                  default: int) -> Tuple[int, ...]:
+    """Each stage's stride (`default` for all when None); a ValueError unless there is one per depth and width."""
+    strides = tuple(strides) if strides is not None else (default,) * len(depths)
+    if not len(depths) == len(widths) == len(strides):
+        raise ValueError(
+            f'depths, widths and strides need one entry per stage, got {len(depths)}, {len(widths)} '
+            f'and {len(strides)}')
+    return strides
+
+
 class StagedClassifier(nn.Module):
     """The timm model API for a stem -> stages -> global pool -> fc network.
 
@@ -120,6 +172,15 @@ class StagedClassifier(nn.Module):
     """
     grad_checkpointing: bool
 
+    def init_stem(self, stem_type: str, in_chans: int, stem_width: int, stem_stride: Optional[int],
+                  norm_layer: LayerType, act_layer: LayerType) -> int:
+        """Build `stem` (see `make_stem`) and the first `feature_info` entry; returns the stem's stride."""
+        stem_stride = resolve_stem_stride(stem_type, stem_stride)
+        self.in_chans = in_chans  # timm reads it (input config of exports, data config resolution)
+        self.stem = make_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
+        self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module='stem')]
+        return stem_stride
+
     def init_head(self, num_classes: int, global_pool: str, drop_rate: float) -> None:
         check_num_classes(num_classes)
         self.num_classes = num_classes
@@ -127,6 +188,16 @@ class StagedClassifier(nn.Module):
         self.head_hidden_size = self.num_features
         self.grad_checkpointing = False
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+
+    @torch.jit.ignore
+    def init_weights(self, zero_init_last: bool = True) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+        if zero_init_last:
+            for m in self.modules():
+                if hasattr(m, 'zero_init_last'):  # residual blocks: start as their shortcut (timm's convention)
+                    m.zero_init_last()
 
     def enter_stages(self, x: torch.Tensor) -> torch.Tensor:
         return x

@@ -6,54 +6,16 @@ simple one-conv block). Each stage's first block carries the stage's stride. Wit
 a 128x128 input leaves the stages at 64, 32 and 16 px; the ImageNet variants use a stride-4 stem and a
 stride-1 first stage, as ResNet does, so 224 px ends at 7x7.
 """
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 
-from ..layers import GroupedBottleneck, GroupedResidualBlock, conv_norm_act, get_conv_norm_layers, resnext_width
-from ._family import StagedClassifier, build_model, default_cfg
+from ..layers import GroupedBottleneck, GroupedResidualBlock, resnext_width
+from ._family import LayerType, StagedClassifier, build_model, default_cfg, stage_strides
 
-__all__ = ['GroupNet', 'make_stem', 'resolve_stem_stride']
-
-LayerType = Union[str, Callable, type]
-
-# stem type -> (allowed stem strides, default)
-STEM_STRIDES = {'double': ((1, 2, 4), 1), 'single': ((1, 2), 1), 'resnet': ((4,), 4)}
-
-
-def resolve_stem_stride(stem_type: str, stem_stride: Optional[int]) -> int:
-    """`stem_stride`, or the stem type's default; a ValueError for an unknown type or a stride it cannot do."""
-    if stem_type not in STEM_STRIDES:
-        raise ValueError(f"stem_type must be one of {', '.join(STEM_STRIDES)}, got {stem_type!r}")
-    allowed, default = STEM_STRIDES[stem_type]
-    stem_stride = default if stem_stride is None else stem_stride
-    if stem_stride not in allowed:
-        raise ValueError(
-            f"stem_stride for stem_type={stem_type!r} must be {' or '.join(map(str, allowed))}, got {stem_stride}")
-    return stem_stride
-
-
-def make_stem(stem_type: str, in_chans: int, out_chs: int, stride: int, norm_layer: LayerType,
-              act_layer: LayerType) -> nn.Sequential:
-    """(N, in_chans, H, W) -> (N, out_chs, H / stride, W / stride).
-
-    'double': two 3x3 conv-norm-act (seed 000), the first strided for stride >= 2, both for 4;
-    'single': one 3x3 conv-norm-act (CIFAR ResNeXt); 'resnet': 7x7 stride-2 conv-norm-act + 3x3 stride-2 max pool.
-    """
-    layers = get_conv_norm_layers(norm_layer, act_layer)
-    if stem_type == 'double':
-        return nn.Sequential(
-            conv_norm_act(in_chans, out_chs, 3, layers, stride=min(stride, 2)),
-            conv_norm_act(out_chs, out_chs, 3, layers, stride=max(1, stride // 2)),
-        )
-    if stem_type == 'single':
-        return nn.Sequential(conv_norm_act(in_chans, out_chs, 3, layers, stride=stride))
-    return nn.Sequential(
-        conv_norm_act(in_chans, out_chs, 7, layers, stride=2),
-        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-    )
+__all__ = ['GroupNet']
 
 
 def make_stage(
@@ -128,21 +90,14 @@ class GroupNet(StagedClassifier):
                 raising (seed 002's behaviour).
         """
         super().__init__()
-        strides = tuple(strides) if strides is not None else (2,) * len(depths)
-        if not len(depths) == len(widths) == len(strides):
-            raise ValueError(
-                f'depths, widths and strides need one entry per stage, got {len(depths)}, {len(widths)} '
-                f'and {len(strides)}')
-        stem_stride = resolve_stem_stride(stem_type, stem_stride)
+        strides = stage_strides(depths, widths, strides, default=2)
         if block not in ('bottleneck', 'basic'):
             raise ValueError(f"block must be 'bottleneck' or 'basic', got {block!r}")
         if base_width is not None and any(w % 4 for w in widths):
             raise ValueError(f'base_width (ResNeXt width rule, expansion 4) needs stage widths divisible by 4, '
                              f'got {tuple(widths)}')
 
-        self.in_chans = in_chans  # timm reads it (input config of exports, data config resolution)
-        self.stem = make_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
-        self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module='stem')]
+        stem_stride = self.init_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
 
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
         stages = []
@@ -163,16 +118,6 @@ class GroupNet(StagedClassifier):
         self.num_features = in_chs
         self.init_head(num_classes, global_pool, drop_rate)
         self.init_weights(zero_init_last=zero_init_last)
-
-    @torch.jit.ignore
-    def init_weights(self, zero_init_last: bool = True) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-        if zero_init_last:
-            for m in self.modules():
-                if isinstance(m, (GroupedBottleneck, GroupedResidualBlock)):
-                    m.zero_init_last()
 
 
 def _create_groupnet(variant: str, pretrained: bool = False, **kwargs) -> GroupNet:

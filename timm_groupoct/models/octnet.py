@@ -7,21 +7,17 @@ Stride-2 layers downsample the bands by average pooling, as the paper does; with
 plain (strided) conv and the network is exactly ResNet-50 / ResNeXt-50.
 """
 import re
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.fx
-import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 
 from ..layers import (
     BandSequential, Bands, OctaveBottleneck, OctaveConvNormAct, merge_bands, resnext_width, split_bands)
-from ._family import StagedClassifier, build_model, default_cfg
-from .groupnet import make_stem, resolve_stem_stride
+from ._family import LayerType, StagedClassifier, build_model, default_cfg, stage_strides
 
 __all__ = ['OctNet', 'checkpoint_filter_fn']
-
-LayerType = Union[str, Callable, type]
 
 # leaves for torch.fx: they read channel counts and sizes off the tensors
 torch.fx.wrap('split_bands')
@@ -68,11 +64,7 @@ class OctNet(StagedClassifier):
             stem_type / stem_stride: see `make_stem` ('single' 3x3 conv, 'double', or 'resnet' 7x7 + max pool).
         """
         super().__init__()
-        strides = tuple(strides) if strides is not None else (1,) * len(depths)
-        if not len(depths) == len(widths) == len(strides):
-            raise ValueError(
-                f'depths, widths and strides need one entry per stage, got {len(depths)}, {len(widths)} '
-                f'and {len(strides)}')
+        strides = stage_strides(depths, widths, strides, default=1)
         if block not in ('conv', 'bottleneck'):
             raise ValueError(f"block must be 'conv' or 'bottleneck', got {block!r}")
         if block == 'conv' and drop_path_rate > 0.:
@@ -82,12 +74,8 @@ class OctNet(StagedClassifier):
         for name, a in (('alpha', alpha), ('stem_alpha', stem_alpha), ('last_alpha', last_alpha)):
             if not 0. <= a <= 1.:
                 raise ValueError(f'{name} must be in [0, 1], got {a}')
-        stem_stride = resolve_stem_stride(stem_type, stem_stride)
         self.stem_alpha = stem_alpha
-
-        self.in_chans = in_chans  # timm reads it (input config of exports, data config resolution)
-        self.stem = make_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
-        self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module='stem')]
+        stem_stride = self.init_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
 
         # a network with no low band anywhere is the vanilla one, strided convs included
         pool_stride = max(alpha, stem_alpha, last_alpha) > 0
@@ -117,16 +105,6 @@ class OctNet(StagedClassifier):
         self.num_features = in_chs
         self.init_head(num_classes, global_pool, drop_rate)
         self.init_weights(zero_init_last=zero_init_last)
-
-    @torch.jit.ignore
-    def init_weights(self, zero_init_last: bool = True) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-        if zero_init_last:
-            for m in self.modules():
-                if isinstance(m, OctaveBottleneck):
-                    m.zero_init_last()
 
     def enter_stages(self, x: torch.Tensor) -> Bands:
         return split_bands(x, self.stem_alpha)
