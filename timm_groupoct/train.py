@@ -14,11 +14,12 @@ them, so `timm-groupoct export` takes them as they are.
 import csv
 import math
 import os
+import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import timm
 import torch
@@ -192,10 +193,13 @@ def _check_output(out: Path, rank: int) -> None:
         raise TrainError(f'cannot write to the output folder {out}: {e.strerror}') from e
 
 
-def _save_atomically(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix('.tmp')
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # an interrupted save never leaves a half-written checkpoint at `path`
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path that replaces `path` when the block ends: an interrupted write never leaves a half-written
+    file at `path`."""
+    tmp = path.with_name(path.name + '.tmp')
+    yield tmp
+    os.replace(tmp, path)
 
 
 def _plot(rows: List[Dict[str, float]], path: Path, title: str) -> None:
@@ -220,12 +224,10 @@ def _plot(rows: List[Dict[str, float]], path: Path, title: str) -> None:
 
 
 def _write_metrics(rows: List[Dict[str, float]], path: Path) -> None:
-    tmp = path.with_suffix('.tmp')
-    with open(tmp, 'w', newline='') as f:
+    with _replacing(path) as tmp, open(tmp, 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _read_resume_checkpoint(path: str) -> dict:
@@ -427,9 +429,11 @@ def _train(cfg: TrainConfig, env: dict, progress: bool, log, tqdm) -> Dict[str, 
                 checkpoint['state_dict_ema'] = ema.module.state_dict()
             if scaler is not None:
                 checkpoint['amp_scaler'] = scaler.state_dict()
-            _save_atomically(checkpoint, out / 'last.pth')
-            if metric >= best_metric:
-                _save_atomically(checkpoint, out / 'best.pth')
+            with _replacing(out / 'last.pth') as tmp:
+                torch.save(checkpoint, tmp)
+            if metric >= best_metric:  # the same checkpoint: copy the file rather than serialise it again
+                with _replacing(out / 'best.pth') as tmp:
+                    shutil.copyfile(out / 'last.pth', tmp)
     return dict(final=val, best_top1=best_metric, metric_name='EMA val top-1' if ema else 'val top-1', output=out,
                 epochs=num_epochs, world_size=world, rank=rank)
 
