@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 
 from timm_groupoct.layers import (
-    GroupedBottleneck, GroupNormRuleAct, get_norm_act, group_norm_groups, resolve_groups, valid_groups_near)
+    GroupedBottleneck, GroupNormRuleAct, PointwiseConv2d, get_conv_norm_layers, get_norm_act, group_norm_groups,
+    resolve_groups, valid_groups_near)
 
 from seed_reference import SeedGroupedBottleneck, load_in_order
 
@@ -144,3 +145,46 @@ def test_groupnorm_explicit_groups_that_do_not_divide():
 def test_unknown_norm_layer():
     with pytest.raises(ValueError, match="unknown norm_layer 'fancynorm'"):
         get_norm_act('fancynorm', 'relu')
+
+
+# ---- 1x1 conv as a GEMM ---------------------------------------------------------------------------------------
+
+def _pointwise_and_conv(in_chs=24, out_chs=40):
+    conv = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+    pointwise = PointwiseConv2d(in_chs, out_chs)
+    pointwise.load_state_dict(conv.state_dict())  # same keys and shapes
+    return pointwise, conv
+
+
+@pytest.mark.parametrize('layout', ['channels_last', 'nchw', 'channel_slice'])
+def test_pointwise_conv_computes_the_conv_and_keeps_the_layout(layout):
+    pointwise, conv = _pointwise_and_conv()
+    x = torch.randn(3, 24 if layout != 'channel_slice' else 30, 7, 9, dtype=torch.float64)
+    if layout == 'channels_last':
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == 'channel_slice':  # neither NCHW- nor NHWC-contiguous: falls back to the conv
+        x = x.to(memory_format=torch.channels_last)[:, 3:27]
+    pointwise, conv = pointwise.double(), conv.double()
+    y = pointwise(x)
+    torch.testing.assert_close(y, conv(x), rtol=1e-12, atol=1e-12)
+    if layout != 'channel_slice':
+        assert y.is_contiguous(memory_format=torch.channels_last if layout == 'channels_last' else
+                               torch.contiguous_format)
+
+
+def test_pointwise_conv_gradients_match_the_conv():
+    pointwise, conv = _pointwise_and_conv()
+    x = torch.randn(2, 24, 5, 5).to(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (pointwise(x1) ** 2).sum().backward()
+    (conv(x2) ** 2).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(pointwise.weight.grad, conv.weight.grad)
+
+
+def test_plain_conv_factory_uses_the_gemm_only_where_it_is_a_plain_1x1():
+    conv = get_conv_norm_layers('batchnorm').conv
+    assert type(conv(8, 16, 1)) is PointwiseConv2d
+    assert [type(conv(8, 16, *a, **k)) for a, k in [((3,), {}), ((1,), dict(stride=2)), ((1,), dict(groups=2)),
+                                                      ((1,), dict(bias=True))]] == [nn.Conv2d] * 4
+    assert type(get_conv_norm_layers('gnws').conv(8, 16, 1)).__name__ == 'StdConv2d'

@@ -3,6 +3,7 @@ from .grouped import GroupedBottleneck, GroupedResidualBlock, resnext_width, res
 from .norm import (
     GROUP_NORM_CANDIDATES, ConvNormLayers, GroupNormRuleAct, conv_norm_act, get_conv_norm_layers, get_norm_act,
     group_norm_groups)
+from .pointwise import PointwiseConv2d, pointwise_conv
 from .octave import (
     BandSequential, Bands, OctaveBottleneck, OctaveConv2d, OctaveConvNormAct, add_upsampled, merge_bands, pool_band,
     split_bands, split_channels)

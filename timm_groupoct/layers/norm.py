@@ -16,6 +16,8 @@ from typing import Callable, Optional, Sequence, Union
 import torch.nn as nn
 from timm.layers import GroupNormAct, StdConv2d, create_conv2d, get_norm_act_layer
 
+from .pointwise import PointwiseConv2d
+
 __all__ = [
     'GROUP_NORM_CANDIDATES', 'group_norm_groups', 'GroupNormRuleAct', 'get_norm_act', 'ConvNormLayers',
     'get_conv_norm_layers', 'conv_norm_act',
@@ -83,6 +85,8 @@ def get_norm_act(norm_layer: LayerType, act_layer: Optional[LayerType]) -> Calla
 
 def _plain_conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1,
                 bias: bool = False) -> nn.Module:
+    if kernel_size == 1 and stride == 1 and groups == 1 and not bias:
+        return PointwiseConv2d(in_chs, out_chs)
     return create_conv2d(in_chs, out_chs, kernel_size, stride=stride, groups=groups, bias=bias)
 
 
