@@ -145,11 +145,6 @@ class OctaveConv2d(nn.Module):
         self.conv_h2l = path(self.in_h, self.out_l, groups, 'H->L')
         self.conv_l2h = path(self.in_l, self.out_h, groups, 'L->H')
         self.conv_l2l = path(self.in_l, self.out_l, math.ceil(alpha_in * groups), 'L->L')
-        self.padding = (kernel_size - 1) // 2
-        self.low_groups = math.ceil(alpha_in * groups)
-        # one conv for both low-band readers where they agree on groups and plain conv semantics
-        self.fuse_low = (self.conv_l2h is not None and self.conv_l2l is not None and not bias
-                         and self.conv_l2h.groups == self.conv_l2l.groups and type(self.conv_l2h) is nn.Conv2d)
 
     def forward(self, x: Bands) -> Bands:
         x_h, x_l = x
@@ -162,39 +157,26 @@ class OctaveConv2d(nn.Module):
         h, w = x_h.shape[-2], x_h.shape[-1]
         if not self.pool_stride:
             h, w = (h - 1) // self.stride + 1, (w - 1) // self.stride + 1
-        h_l, w_l = (h + 1) // 2, (w + 1) // 2
-
-        y_ll: Optional[torch.Tensor] = None
-        y_lh: Optional[torch.Tensor] = None
-        conv_l2h, conv_l2l = self.conv_l2h, self.conv_l2l
-        if self.stride == 1 and self.fuse_low and conv_l2h is not None and conv_l2l is not None:
-            # L->H and L->L read the same low band: one conv over both weights, split by output channel
-            y = F.conv2d(x_l, torch.cat([conv_l2l.weight, conv_l2h.weight], 0), None, 1, self.padding, 1,
-                         self.low_groups)
-            y_ll, y_lh = y[:, :self.out_l], y[:, self.out_l:]
-        else:
-            if self.conv_l2h is not None:
-                y_lh = self.conv_l2h(x_l)
-            if self.conv_l2l is not None:
-                y_ll = self.conv_l2l(pool_band(x_l) if self.stride == 2 else x_l)
 
         if self.conv_h2h is not None:
             y_h = self.conv_h2h(x_h)
         else:
             y_h = _zeros_band(x_h, self.out_h, h, w)
-        if y_lh is not None:
+        if self.conv_l2h is not None:
+            y_lh = self.conv_l2h(x_l)
             if self.stride == 2:
                 y_h = y_h.add_(y_lh)  # the unpooled low band is at the new high resolution
             else:
                 y_h = add_upsampled(y_h, y_lh)
 
+        y_l: Optional[torch.Tensor] = None
+        if self.conv_l2l is not None:
+            y_l = self.conv_l2l(pool_band(x_l) if self.stride == 2 else x_l)
         if self.conv_h2l is not None:
             y_hl = self.conv_h2l(pool_band(x_h))
-            y_l = y_hl if y_ll is None else y_hl.add_(y_ll)
-        elif y_ll is not None:
-            y_l = y_ll
-        else:
-            y_l = _zeros_band(x_h, self.out_l, h_l, w_l)
+            y_l = y_hl if y_l is None else y_hl.add_(y_l)
+        if y_l is None:
+            y_l = _zeros_band(x_h, self.out_l, (h + 1) // 2, (w + 1) // 2)
         return y_h, y_l
 
 
