@@ -90,7 +90,9 @@ def main(argv=None) -> None:
             median = time_round_robin(runners, args.rounds)
         print_table(batch_size, models, flops, median, args.compile)
         if args.stages:
-            print_stage_table(batch_size, {name: variants[(name, 'channels_last')] for name in models}, x, args.rounds)
+            staged = {name: variants[(name, 'channels_last')] for name in models}  # the reference has no stages
+            print_stage_table(batch_size, {k: m for k, m in staged.items() if hasattr(m, 'feature_info')}, x,
+                              args.rounds)
 
 
 def make_variant(make: Callable[[], torch.nn.Module], model: torch.nn.Module, memory_format) -> torch.nn.Module:

@@ -45,7 +45,7 @@ def test_resume_continues_where_the_last_checkpoint_stopped(tmp_path, capsys):
     assert torch.load(part / 'last.pth', weights_only=True)['epoch'] == 2
 
 
-def test_train_export_eval(tmp_path, capsys):
+def test_train_export_eval(tmp_path, capsys, monkeypatch):
     out = tmp_path / 'run'
     main(['train', '--model', 'octnet_mini', '--epochs', '1', '--output', str(out)] + TINY)
     folder = out / 'export'
@@ -57,6 +57,24 @@ def test_train_export_eval(tmp_path, capsys):
     printed = capsys.readouterr().out
     top1 = float(_rows(out / 'metrics.csv')[0]['val_top1'])
     assert f'on digits (360 images): top-1 {top1:.2f}%' in printed
+    # --channels-last: the model runs in that format and computes the same
+    models = _record_created_models(monkeypatch)
+    assert main(['eval', '--model', f'local-dir:{folder}', '--data', 'digits', '--img-size', '8',
+                 '--channels-last']) == 0
+    assert f'on digits (360 images): top-1 {top1:.2f}%' in capsys.readouterr().out
+    assert _is_channels_last(models[-1])
+
+
+def _record_created_models(monkeypatch):
+    import timm
+    created, create = [], timm.create_model
+    monkeypatch.setattr(timm, 'create_model', lambda *a, **k: created.append(create(*a, **k)) or created[-1])
+    return created
+
+
+def _is_channels_last(model):
+    weights = [p for p in model.parameters() if p.ndim == 4 and p.shape[-1] > 1]
+    return weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
 
 
 def test_fine_tune_from_an_exported_folder(tmp_path, capsys):
@@ -147,7 +165,7 @@ def test_eval_mismatch_is_explained(capsys):
         in capsys.readouterr().err
 
 
-def test_predict_image_files_with_the_trained_preprocessing(tmp_path, capsys):
+def test_predict_image_files_with_the_trained_preprocessing(tmp_path, capsys, monkeypatch):
     from timm_groupoct.data import save_digit_images
     out = tmp_path / 'run'
     main(['train', '--model', 'octnet_mini', '--epochs', '3', '--output', str(out)] + TINY)
@@ -166,6 +184,11 @@ def test_predict_image_files_with_the_trained_preprocessing(tmp_path, capsys):
     probs = [float(line.split(': ')[1].split()[1].rstrip('%,')) for line in lines]
     assert all(0 < p <= 100 for p in probs)
     assert sum(t == y for t, y in zip(top, labels)) >= 3  # a 3-epoch model on 8 px digits
+    models = _record_created_models(monkeypatch)
+    assert main(['predict', '--model', f'local-dir:{folder}', '--top-k', '2', '--channels-last']
+                + [str(p) for p in images]) == 0
+    assert _is_channels_last(models[-1])
+    assert [line.split(': ')[1].split()[0] for line in capsys.readouterr().out.splitlines()] == [str(t) for t in top]
     # the same predictions as the model on the dataset's own tensors
     import timm
     from timm_groupoct.data import digits_datasets

@@ -1,9 +1,12 @@
-"""What the subcommands share: model-name checks with helpful errors."""
+"""What the subcommands share: model-name checks with helpful errors, common option help."""
 import difflib
 
 import timm
 
 import timm_groupoct
+
+
+CHANNELS_LAST_HELP = 'run in channels_last memory format (on the CPU much faster for octave models)'
 
 
 class CLIError(Exception):
