@@ -1,0 +1,69 @@
+"""1x1 convolutions as GEMMs (`PointwiseConv2d`) vs the same model with plain `nn.Conv2d`, on the CPU, in one run.
+
+    python benchmarks/pointwise_gemm.py                          # three families, batch 1 and 8, 2 threads
+    python benchmarks/pointwise_gemm.py --models oct_resnet50 --batch-sizes 1
+
+Both variants hold the same weights and run channels_last (the GEMM path needs it; NCHW input goes to the conv
+anyway). They are called in turn each round; the table gives the median over rounds and the ratio GEMM / conv.
+"""
+import argparse
+import copy
+import statistics
+import time
+
+import timm
+import torch
+import torch.nn as nn
+
+import timm_groupoct  # noqa: F401  (registers the models)
+from timm_groupoct.layers import PointwiseConv2d
+
+DEFAULT_MODELS = ['oct_resnet50', 'resnext50_32x4d_gn', 'groupnet_base']
+
+
+def with_plain_convs(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every PointwiseConv2d replaced by an nn.Conv2d holding the same weight."""
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, PointwiseConv2d):
+            conv = nn.Conv2d(module.in_channels, module.out_channels, 1, bias=False)
+            conv.weight = module.weight
+            model.set_submodule(name, conv)
+    return model
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--models', nargs='+', default=DEFAULT_MODELS)
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8])
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--rounds', type=int, default=8, help='timed calls per variant (median reported)')
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    print(f'torch {torch.__version__}, timm {timm.__version__}, {args.threads} threads, '
+          f'{args.img_size}x{args.img_size}, channels_last, median of {args.rounds} interleaved rounds, eval')
+    header = f'{"model":<22} {"batch":>5} {"conv ms":>9} {"GEMM ms":>9} {"GEMM/conv":>10}'
+    print(f'{header}\n{"-" * len(header)}')
+    for name in args.models:
+        gemm = timm.create_model(name).eval()
+        variants = {'conv': with_plain_convs(gemm), 'gemm': gemm}
+        variants = {k: m.to(memory_format=torch.channels_last) for k, m in variants.items()}
+        for batch_size in args.batch_sizes:
+            x = torch.randn(batch_size, 3, args.img_size, args.img_size)
+            times = {k: [] for k in variants}
+            with torch.inference_mode():
+                torch.testing.assert_close(variants['gemm'](x), variants['conv'](x), rtol=1e-4, atol=1e-4)
+                for _ in range(args.rounds):
+                    for key, model in variants.items():
+                        start = time.perf_counter()
+                        model(x)
+                        times[key].append(time.perf_counter() - start)
+            conv, gemm_ms = (statistics.median(times[k]) * 1e3 for k in ('conv', 'gemm'))
+            print(f'{name:<22} {batch_size:>5} {conv:>9.1f} {gemm_ms:>9.1f} {gemm_ms / conv:>10.3f}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,39 @@
+"""The benchmark scripts run and print their tables (tiny sizes: a smoke test, not a timing)."""
+import importlib.util
+import re
+from pathlib import Path
+
+import torch.nn as nn
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / 'benchmarks'
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_octconv_speed_prints_latency_ratio_and_stage_tables(capsys):
+    _load('octconv_speed').main(['--alphas', '0.5', '--batch-sizes', '1', '--img-size', '32', '--rounds', '1',
+                                 '--stages', '--threads', '1'])
+    out = capsys.readouterr().out
+    row = re.search(r'^oct_resnet50 a=0.5\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$', out, re.M)
+    assert row and float(row[2]) == 0.589  # FLOP ratio to resnet50 at 32 px (0.579 at 224)
+    assert re.search(r'^resnet50\s+\S+\s+1\.000\s+.*\s1\.000$', out, re.M)
+    assert 'per stage' in out and re.search(r'^  FLOP ratio\s+1\.00\s+0\.46\s+0\.48\s+0\.47\s+0\.95', out, re.M)
+
+
+def test_pointwise_gemm_compares_the_same_weights_with_and_without_gemms(capsys):
+    bench = _load('pointwise_gemm')
+    bench.main(['--models', 'oct_resnet26', '--batch-sizes', '1', '--img-size', '32', '--rounds', '1'])
+    assert re.search(r'^oct_resnet26\s+1\s+[\d.]+\s+[\d.]+\s+[\d.]+$', capsys.readouterr().out, re.M)
+    import timm
+    from timm_groupoct.layers import PointwiseConv2d
+    model = timm.create_model('oct_resnet26')
+    plain = bench.with_plain_convs(model)
+    assert any(isinstance(m, PointwiseConv2d) for m in model.modules())
+    assert not any(isinstance(m, PointwiseConv2d) for m in plain.modules())
+    assert sum(type(m) is nn.Conv2d for m in plain.modules()) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert plain.state_dict().keys() == model.state_dict().keys()
