@@ -172,6 +172,19 @@ def test_pointwise_conv_computes_the_conv_and_keeps_the_layout(layout):
                                torch.contiguous_format)
 
 
+def test_pointwise_conv_uses_the_gemm_only_for_channels_last_on_the_cpu(monkeypatch):
+    import timm_groupoct.layers.pointwise as pointwise
+    calls = []
+    mm = torch.mm
+    monkeypatch.setattr(pointwise.torch, 'mm', lambda *a: calls.append(a[0].device.type) or mm(*a))
+    pointwise_layer, _ = _pointwise_and_conv()
+    x = torch.randn(1, 24, 4, 4)
+    pointwise_layer(x)                                               # NCHW: conv
+    pointwise_layer(x.to(memory_format=torch.channels_last))         # channels_last on the CPU: GEMM
+    out = pointwise_layer.to('meta')(x.to('meta', memory_format=torch.channels_last))  # another device: conv
+    assert calls == ['cpu'] and out.shape == (1, 40, 4, 4)
+
+
 def test_pointwise_conv_gradients_match_the_conv():
     pointwise, conv = _pointwise_and_conv()
     x = torch.randn(2, 24, 5, 5).to(memory_format=torch.channels_last)

@@ -1,8 +1,8 @@
 """1x1 convolution as a matrix product.
 
-A 1x1 conv on a channels_last tensor (N, H, W, C in memory) is a GEMM on a view of it, with no copy. At the
-small spatial sizes of batch-1 inference and of the octave low band, MKL's GEMM is faster on the CPU than
-oneDNN's 1x1 conv and than the native conv PyTorch picks for small inputs.
+A 1x1 conv on a channels_last tensor (N, H, W, C in memory) is a GEMM on a view of it, with no copy. On the CPU,
+at the small spatial sizes of batch-1 inference and of the octave low band, MKL's GEMM is faster than oneDNN's
+1x1 conv and than the native conv PyTorch picks for small inputs.
 """
 import torch
 import torch.fx
@@ -15,10 +15,11 @@ __all__ = ['pointwise_conv', 'PointwiseConv2d']
 def pointwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """1x1 conv, stride 1, groups 1, no bias: (N, C, H, W) x (C_out, C, 1, 1) -> (N, C_out, H, W).
 
-    A channels_last input is one (N*H*W, C) matrix: the product is one GEMM and the result is channels_last too.
-    Any other input goes to `F.conv2d` (for NCHW a batched GEMM measured slower than the conv).
+    A channels_last CPU input is one (N*H*W, C) matrix: the product is one GEMM and the result is channels_last
+    too. Any other input goes to `F.conv2d`: for NCHW a batched GEMM measured slower than the conv, and on a GPU
+    cuDNN's 1x1 conv is a GEMM already (and in float32 may use TF32, which matmuls by default do not).
     """
-    if not x.is_contiguous(memory_format=torch.channels_last):
+    if not (x.is_cpu and x.is_contiguous(memory_format=torch.channels_last)):
         return F.conv2d(x, weight)
     n, c, h, w = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
