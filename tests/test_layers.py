@@ -201,3 +201,16 @@ def test_plain_conv_factory_uses_the_gemm_only_where_it_is_a_plain_1x1():
     assert [type(conv(8, 16, *a, **k)) for a, k in [((3,), {}), ((1,), dict(stride=2)), ((1,), dict(groups=2)),
                                                       ((1,), dict(bias=True))]] == [nn.Conv2d] * 4
     assert type(get_conv_norm_layers('gnws').conv(8, 16, 1)).__name__ == 'StdConv2d'
+
+
+@pytest.mark.parametrize('name', ['oct_resnet26', 'oct_resnext50_32x4d', 'groupnet_small', 'resnext29_8x64d'])
+def test_channels_last_models_compute_what_nchw_models_compute_at_odd_sizes(name):
+    import timm
+    import timm_groupoct  # noqa: F401
+    model = timm.create_model(name, num_classes=7).eval().double()
+    x = torch.randn(2, 3, 33, 33, dtype=torch.float64)
+    with torch.no_grad():
+        nchw = model(x)
+        assert any(isinstance(m, PointwiseConv2d) for m in model.modules())
+        channels_last = model.to(memory_format=torch.channels_last)(x)  # 1x1 convs now run as GEMMs
+    torch.testing.assert_close(channels_last, nchw, rtol=1e-12, atol=1e-12)
