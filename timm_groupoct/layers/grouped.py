@@ -8,17 +8,15 @@ load without renaming.
 """
 import math
 import warnings
-from typing import Callable, Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, create_act_layer
+from timm.layers import DropPath, LayerType, create_act_layer
 
 from .norm import ConvNormLayers, get_conv_norm_layers
 
 __all__ = ['valid_groups_near', 'resolve_groups', 'resnext_width', 'GroupedBottleneck', 'GroupedResidualBlock']
-
-LayerType = Union[str, Callable, type]
 
 
 def valid_groups_near(channels: int, groups: int) -> Tuple[int, ...]:

@@ -11,10 +11,10 @@
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import torch.nn as nn
-from timm.layers import GroupNormAct, StdConv2d, create_conv2d, get_norm_act_layer
+from timm.layers import GroupNormAct, LayerType, StdConv2d, create_conv2d, get_norm_act_layer
 
 from .pointwise import PointwiseConv2d
 
@@ -22,8 +22,6 @@ __all__ = [
     'GROUP_NORM_CANDIDATES', 'group_norm_groups', 'GroupNormRuleAct', 'get_norm_act', 'ConvNormLayers',
     'get_conv_norm_layers', 'conv_norm_act',
 ]
-
-LayerType = Union[str, Callable, type]
 
 GROUP_NORM_CANDIDATES = (32, 16, 8, 4, 2, 1)
 

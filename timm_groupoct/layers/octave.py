@@ -7,13 +7,13 @@ included). The low band is always at ceil(H / 2): pooling rounds up and upsampli
 size, so odd sizes (33, 225, ...) keep the bands aligned.
 """
 import math
-from typing import Callable, Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import create_act_layer
+from timm.layers import LayerType, create_act_layer
 
 from .grouped import resolve_groups
 from .norm import get_conv_norm_layers
@@ -24,7 +24,6 @@ __all__ = [
 ]
 
 Bands = Tuple[torch.Tensor, torch.Tensor]
-LayerType = Union[str, Callable, type]
 
 
 def split_channels(channels: int, alpha: float) -> Tuple[int, int]:

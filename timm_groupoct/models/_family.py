@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import create_classifier
+from timm.layers import LayerType, create_classifier
 from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
@@ -111,8 +111,6 @@ def check_num_classes(num_classes: int) -> None:
     if num_classes < 0:
         raise ValueError(f'num_classes must be >= 0 (0 removes the classifier), got {num_classes}')
 
-
-LayerType = Union[str, Callable, type]
 
 # stem type -> (allowed stem strides, default)
 STEM_STRIDES = {'double': ((1, 2, 4), 1), 'single': ((1, 2), 1), 'resnet': ((4,), 4)}

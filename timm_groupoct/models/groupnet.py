@@ -10,10 +10,11 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+from timm.layers import LayerType
 from timm.models import generate_default_cfgs, register_model
 
 from ..layers import GroupedBottleneck, GroupedResidualBlock, resnext_width
-from ._family import LayerType, StagedClassifier, build_model, default_cfg, stage_strides
+from ._family import StagedClassifier, build_model, default_cfg, stage_strides
 
 __all__ = ['GroupNet']
 

@@ -11,11 +11,12 @@ from typing import Dict, Optional, Sequence
 
 import torch
 import torch.fx
+from timm.layers import LayerType
 from timm.models import generate_default_cfgs, register_model
 
 from ..layers import (
     BandSequential, Bands, OctaveBottleneck, OctaveConvNormAct, merge_bands, resnext_width, split_bands)
-from ._family import LayerType, StagedClassifier, build_model, default_cfg, stage_strides
+from ._family import StagedClassifier, build_model, default_cfg, stage_strides
 
 __all__ = ['OctNet', 'checkpoint_filter_fn']
 
