@@ -132,7 +132,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: Optional[torch.device
     Under torch.distributed each process passes its own share of the data; the sums are reduced over processes.
     """
     model.eval()
-    sums = [0.] * 4  # loss, top-1 hits, top-5 hits, images
+    sums: Optional[torch.Tensor] = None  # loss, top-1 hits, top-5 hits: kept on the device, read once at the end
+    total = 0
     start = time.perf_counter()
     with torch.no_grad():
         for x, y in loader:
@@ -143,11 +144,13 @@ def evaluate(model: nn.Module, loader: DataLoader, device: Optional[torch.device
             with autocast():
                 logits = model(x)
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            batch = (F.cross_entropy(logits.float(), y, reduction='sum').item(), (top[:, 0] == y).sum().item(),
-                     (top == y[:, None]).any(dim=1).sum().item(), len(y))
-            sums = [a + b for a, b in zip(sums, batch)]
+            batch = torch.stack([F.cross_entropy(logits.float(), y, reduction='sum').double(),
+                                 (top[:, 0] == y).sum().double(), (top == y[:, None]).any(dim=1).sum().double()])
+            sums = batch if sums is None else sums + batch
+            total += len(y)
+    local = (sums.tolist() if sums is not None else [0.] * 3) + [total]
     seconds = time.perf_counter() - start
-    loss, correct1, correct5, total = _sum_over_processes(sums, device)
+    loss, correct1, correct5, total = _sum_over_processes(local, device)
     return dict(top1=100. * correct1 / total, top5=100. * correct5 / total, loss=loss / total,
                 images_per_s=total / seconds)
 
