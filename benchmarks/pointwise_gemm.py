@@ -8,8 +8,6 @@ anyway). They are called in turn each round; the table gives the median over rou
 """
 import argparse
 import copy
-import statistics
-import time
 
 import timm
 import torch
@@ -17,6 +15,7 @@ import torch.nn as nn
 
 import timm_groupoct  # noqa: F401  (registers the models)
 from timm_groupoct.layers import PointwiseConv2d
+from octconv_speed import time_round_robin  # benchmarks/ is on sys.path when a script here runs
 
 DEFAULT_MODELS = ['oct_resnet50', 'resnext50_32x4d_gn', 'groupnet_base']
 
@@ -53,15 +52,10 @@ def main(argv=None) -> None:
         variants = {k: m.to(memory_format=torch.channels_last) for k, m in variants.items()}
         for batch_size in args.batch_sizes:
             x = torch.randn(batch_size, 3, args.img_size, args.img_size)
-            times = {k: [] for k in variants}
             with torch.inference_mode():
                 torch.testing.assert_close(variants['gemm'](x), variants['conv'](x), rtol=1e-4, atol=1e-4)
-                for _ in range(args.rounds):
-                    for key, model in variants.items():
-                        start = time.perf_counter()
-                        model(x)
-                        times[key].append(time.perf_counter() - start)
-            conv, gemm_ms = (statistics.median(times[k]) * 1e3 for k in ('conv', 'gemm'))
+                median = time_round_robin({k: (lambda m=m: m(x)) for k, m in variants.items()}, args.rounds)
+            conv, gemm_ms = median['conv'] * 1e3, median['gemm'] * 1e3
             print(f'{name:<22} {batch_size:>5} {conv:>9.1f} {gemm_ms:>9.1f} {gemm_ms / conv:>10.3f}')
 
 
