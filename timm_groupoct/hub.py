@@ -42,7 +42,8 @@ def convert_checkpoint(model_name: str, checkpoint: PathLike, out_dir: PathLike,
 def _model_from_checkpoint(model_name: str, state_dict: Dict[str, torch.Tensor], source: PathLike,
                            **model_kwargs) -> torch.nn.Module:
     """`model_name` with the checkpoint's class and input-channel counts, the weights loaded (after the
-    family's key filter), or a CheckpointError naming what does not fit."""
+    family's key filter), or a CheckpointError naming what does not fit. The model built to run the filter is
+    reused when the checkpoint's sizes are its own."""
     probe = timm.create_model(model_name, **model_kwargs)
     filter_fn = checkpoint_filter_for(model_name)
     if filter_fn is not None:
@@ -53,7 +54,10 @@ def _model_from_checkpoint(model_name: str, state_dict: Dict[str, torch.Tensor],
         sizes['num_classes'] = state_dict[f'{cfg["classifier"]}.weight'].shape[0]
     if f'{cfg["first_conv"]}.weight' in state_dict and 'in_chans' not in model_kwargs:
         sizes['in_chans'] = state_dict[f'{cfg["first_conv"]}.weight'].shape[1]
-    model = timm.create_model(model_name, **sizes, **model_kwargs)
+    probe_sizes = dict(num_classes=probe.num_classes,
+                       in_chans=probe.get_submodule(cfg['first_conv']).weight.shape[1])
+    fits_probe = all(probe_sizes[k] == v for k, v in sizes.items())
+    model = probe if fits_probe else timm.create_model(model_name, **sizes, **model_kwargs)
     check_state_dict_fits(model, state_dict, source)
     model.load_state_dict(state_dict)
     return model.eval()
