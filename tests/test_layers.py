@@ -6,9 +6,10 @@ import torch
 import torch.nn as nn
 
 from timm_groupoct.layers import (
-    GroupedBottleneck, GroupNormRuleAct, PointwiseConv2d, get_conv_norm_layers, get_norm_act, group_norm_groups,
-    resolve_groups, valid_groups_near)
+    ConvNormSequential, GroupedBottleneck, GroupNormRuleAct, PointwiseConv2d, fold_batchnorm, get_conv_norm_layers,
+    get_norm_act, group_norm_groups, resolve_groups, valid_groups_near)
 
+from helpers import randomise_norm_stats
 from seed_reference import SeedGroupedBottleneck, load_in_order
 
 
@@ -149,16 +150,17 @@ def test_unknown_norm_layer():
 
 # ---- 1x1 conv as a GEMM ---------------------------------------------------------------------------------------
 
-def _pointwise_and_conv(in_chs=24, out_chs=40):
-    conv = nn.Conv2d(in_chs, out_chs, 1, bias=False)
-    pointwise = PointwiseConv2d(in_chs, out_chs)
+def _pointwise_and_conv(in_chs=24, out_chs=40, bias=False):
+    conv = nn.Conv2d(in_chs, out_chs, 1, bias=bias)
+    pointwise = PointwiseConv2d(in_chs, out_chs, bias=bias)
     pointwise.load_state_dict(conv.state_dict())  # same keys and shapes
     return pointwise, conv
 
 
+@pytest.mark.parametrize('bias', [False, True])
 @pytest.mark.parametrize('layout', ['channels_last', 'nchw', 'channel_slice'])
-def test_pointwise_conv_computes_the_conv_and_keeps_the_layout(layout):
-    pointwise, conv = _pointwise_and_conv()
+def test_pointwise_conv_computes_the_conv_and_keeps_the_layout(layout, bias):
+    pointwise, conv = _pointwise_and_conv(bias=bias)
     x = torch.randn(3, 24 if layout != 'channel_slice' else 30, 7, 9, dtype=torch.float64)
     if layout == 'channels_last':
         x = x.to(memory_format=torch.channels_last)
@@ -197,9 +199,9 @@ def test_pointwise_conv_gradients_match_the_conv():
 
 def test_plain_conv_factory_uses_the_gemm_only_where_it_is_a_plain_1x1():
     conv = get_conv_norm_layers('batchnorm').conv
-    assert type(conv(8, 16, 1)) is PointwiseConv2d
-    assert [type(conv(8, 16, *a, **k)) for a, k in [((3,), {}), ((1,), dict(stride=2)), ((1,), dict(groups=2)),
-                                                      ((1,), dict(bias=True))]] == [nn.Conv2d] * 4
+    assert type(conv(8, 16, 1)) is PointwiseConv2d and conv(8, 16, 1, bias=True).bias.shape == (16,)
+    assert [type(conv(8, 16, *a, **k)) for a, k in [((3,), {}), ((1,), dict(stride=2)), ((1,), dict(groups=2))]
+            ] == [nn.Conv2d] * 3
     assert type(get_conv_norm_layers('gnws').conv(8, 16, 1)).__name__ == 'StdConv2d'
 
 
@@ -214,3 +216,104 @@ def test_channels_last_models_compute_what_nchw_models_compute_at_odd_sizes(name
         assert any(isinstance(m, PointwiseConv2d) for m in model.modules())
         channels_last = model.to(memory_format=torch.channels_last)(x)  # 1x1 convs now run as GEMMs
     torch.testing.assert_close(channels_last, nchw, rtol=1e-12, atol=1e-12)
+
+
+# ---- batch norm folding (timm's reparameterize_model) -----------------------------------------------------------
+
+def test_fold_batchnorm_equals_the_eval_norm_of_the_summed_convs():
+    torch.manual_seed(0)
+    gemm, conv = PointwiseConv2d(6, 10), nn.Conv2d(6, 10, 3, padding=1, bias=True)
+    norm = randomise_norm_stats(get_norm_act('batchnorm', 'relu')(10))
+    gemm, conv, norm = gemm.double(), conv.double(), norm.double()
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = norm(gemm(x) + conv(x))
+        conv_bias = conv.bias.clone()
+        rest = fold_batchnorm(norm, [gemm, conv])
+        got = rest(gemm(x) + conv(x))
+    assert type(rest) is nn.ReLU and rest is norm.act
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    # the shift becomes the first conv's bias; a conv's own bias is scaled with its weight
+    scale = norm.weight / (norm.running_var + norm.eps).sqrt()
+    torch.testing.assert_close(conv.bias, conv_bias * scale, rtol=1e-12, atol=1e-12)
+    assert gemm.bias.shape == (10,) and gemm.bias.requires_grad
+
+
+def test_fold_batchnorm_without_activation_or_affine_leaves_identity():
+    conv = nn.Conv2d(4, 8, 1, bias=False).double()
+    norm = nn.BatchNorm2d(8, affine=False).eval().double()
+    nn.init.uniform_(norm.running_var, 0.5, 2.0)
+    nn.init.normal_(norm.running_mean)
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    with torch.no_grad():
+        expected = norm(conv(x))
+        rest = fold_batchnorm(norm, [conv])
+        torch.testing.assert_close(rest(conv(x)), expected, rtol=1e-12, atol=1e-12)
+    assert type(rest) is nn.Identity
+
+
+@pytest.mark.parametrize('norm', [
+    GroupNormRuleAct(8), nn.BatchNorm2d(8, track_running_stats=False), get_norm_act('layernorm2d', 'relu')(8),
+], ids=['groupnorm', 'batchnorm_without_running_stats', 'layernorm2d'])
+def test_fold_batchnorm_leaves_other_norms_and_their_convs_alone(norm):
+    conv = nn.Conv2d(4, 8, 1, bias=False)
+    weight = conv.weight.detach().clone()
+    assert fold_batchnorm(norm, [conv]) is norm
+    assert conv.bias is None and torch.equal(conv.weight, weight)
+
+
+def test_fold_batchnorm_needs_a_conv():
+    with pytest.raises(ValueError, match='needs at least one conv'):
+        fold_batchnorm(nn.BatchNorm2d(8), [])
+
+
+@pytest.mark.parametrize('keys', [('conv', 'bn'), ('0', '1')])
+def test_conv_norm_sequential_reparameterize_keeps_its_keys(keys):
+    from collections import OrderedDict
+    layers = get_conv_norm_layers('batchnorm', 'relu')
+    block = ConvNormSequential(OrderedDict(zip(keys, (layers.conv(4, 8, 3), layers.norm_act(8)))))
+    randomise_norm_stats(block).double()
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        expected = block(x)
+        block.reparameterize()
+        torch.testing.assert_close(block(x), expected, rtol=1e-12, atol=1e-12)
+    assert list(block._modules) == list(keys) and type(block[1]) is nn.ReLU
+    assert sorted(block.state_dict()) == [f'{keys[0]}.bias', f'{keys[0]}.weight']
+
+
+@pytest.mark.parametrize('name, kwargs', [
+    ('oct_resnet26', {}), ('oct_resnext50_32x4d', {}), ('octnet_mini', {}), ('groupnet_small', {}),
+    ('resnext29_8x64d', {}), ('resnext50_32x4d_gn', dict(norm_layer='batchnorm')),
+])
+def test_reparameterize_model_folds_every_batch_norm(name, kwargs):
+    import timm
+    import timm_groupoct  # noqa: F401
+    from timm.utils import reparameterize_model
+    torch.manual_seed(0)
+    model = randomise_norm_stats(timm.create_model(name, num_classes=7, **kwargs)).double()
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    bn_channels = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    folded = reparameterize_model(model)  # a copy
+    assert n_bn > 0 and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    # each norm's weight and bias became one bias per channel
+    assert n_params(folded) == n_params(model) - bn_channels
+    x = torch.randn(2, 3, 33, 33, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(folded(x), expected, rtol=1e-10, atol=1e-10)
+        fast = folded.float().to(memory_format=torch.channels_last)  # GEMMs with bias (addmm)
+        torch.testing.assert_close(fast(x.float()), expected.float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('name', ['resnext50_32x4d_gn', 'octnet_mini_gn'])
+def test_reparameterize_model_leaves_group_norm_models_unchanged(name):
+    import timm
+    import timm_groupoct  # noqa: F401
+    from timm.utils import reparameterize_model
+    model = randomise_norm_stats(timm.create_model(name)).double()
+    folded = reparameterize_model(model)
+    norms = [m for m in folded.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and len(norms) == sum(isinstance(m, nn.GroupNorm) for m in model.modules())
+    assert folded.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(folded.state_dict().values(), model.state_dict().values()))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import timm_groupoct  # noqa: F401
 from timm_groupoct.cli import main
-from timm_groupoct.layers import OctaveConv2d, merge_bands, split_bands, split_channels
+from timm_groupoct.layers import OctaveConv2d, OctaveConvNormAct, merge_bands, split_bands, split_channels
 from timm_groupoct.models.octnet import checkpoint_filter_fn
 
 from helpers import randomise_norm_stats
@@ -65,6 +65,28 @@ def test_octave_conv_stride_2_pools_before_the_convs():
     pooled = F.avg_pool2d(x_h, 2)
     torch.testing.assert_close(y_h, conv.conv_h2h(pooled) + conv.conv_l2h(x_l))  # L->H: unpooled, no upsample
     torch.testing.assert_close(y_l, conv.conv_l2l(F.avg_pool2d(x_l, 2)) + conv.conv_h2l(F.avg_pool2d(pooled, 2)))
+
+
+@pytest.mark.parametrize('alpha_in', ALPHAS)
+@pytest.mark.parametrize('alpha_out', ALPHAS)
+@pytest.mark.parametrize('stride', [1, 2])
+def test_octave_conv_norm_act_reparameterize_folds_each_band(alpha_in, alpha_out, stride):
+    layer = randomise_norm_stats(OctaveConvNormAct(16, 24, 3, alpha_in, alpha_out, stride)).double()
+    x = split_bands(torch.randn(2, 16, 13, 13, dtype=torch.float64), alpha_in)
+    with torch.no_grad():
+        expected = layer(x)
+        layer.reparameterize()
+        got = layer(x)
+    for band in (0, 1):
+        torch.testing.assert_close(got[band], expected[band], rtol=1e-12, atol=1e-12)
+    c = layer.conv
+    # one bias per band, on the path that reads the low band when there is one
+    biased = {n for n in ('h2h', 'h2l', 'l2h', 'l2l') if getattr(c, f'conv_{n}') is not None
+              and getattr(c, f'conv_{n}').bias is not None}
+    expected_biased = {'l2h' if c.conv_l2h is not None else 'h2h'} if c.out_h else set()
+    expected_biased |= {'l2l' if c.conv_l2l is not None else 'h2l'} if c.out_l else set()
+    assert biased == expected_biased
+    assert [type(m) for m in (layer.bn_h, layer.bn_l) if m is not None] == [nn.ReLU] * (bool(c.out_h) + bool(c.out_l))
 
 
 def test_odd_sizes_keep_the_bands_aligned():
@@ -221,6 +243,23 @@ def test_scripting_fx_checkpointing_channels_last(name):
         torch.testing.assert_close(cl(x.to(memory_format=torch.channels_last)), ref, rtol=1e-4, atol=1e-4)
     model.set_grad_checkpointing(True)
     torch.testing.assert_close(model(x), ref)
+
+
+def test_reparameterized_model_scripts_traces_and_gives_features():
+    from timm.utils import reparameterize_model
+    from torchvision.models.feature_extraction import create_feature_extractor
+    model = randomise_norm_stats(timm.create_model('oct_resnet26', num_classes=5)).double()
+    folded = reparameterize_model(model)
+    assert not any(k.endswith('running_mean') for k in folded.state_dict())
+    x = torch.randn(1, 3, 65, 65, dtype=torch.float64)
+    with torch.no_grad():
+        out = folded(x)
+        torch.testing.assert_close(out, model(x), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(torch.jit.script(folded)(x), out)
+        torch.testing.assert_close(create_feature_extractor(folded, {'fc': 'out'})(x)['out'], out)
+        for a, b in zip(folded.forward_intermediates(x, intermediates_only=True),
+                        model.forward_intermediates(x, intermediates_only=True)):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_backward_reaches_every_parameter_and_drop_path():

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath, LayerType, create_act_layer
 
-from .norm import ConvNormLayers, get_conv_norm_layers
+from .norm import ConvNormLayers, ConvNormSequential, fold_batchnorm, get_conv_norm_layers
 
 __all__ = ['valid_groups_near', 'resolve_groups', 'resnext_width', 'GroupedBottleneck', 'GroupedResidualBlock']
 
@@ -61,7 +61,7 @@ def _projection(in_chs: int, out_chs: int, stride: int, layers: ConvNormLayers) 
     """The shortcut: None (identity) when shape is kept, else a strided 1x1 conv + norm (keys 0 / 1)."""
     if stride == 1 and in_chs == out_chs:
         return None
-    return nn.Sequential(layers.conv(in_chs, out_chs, 1, stride=stride), layers.norm_act(out_chs, apply_act=False))
+    return ConvNormSequential(layers.conv(in_chs, out_chs, 1, stride=stride), layers.norm_act(out_chs, apply_act=False))
 
 
 class GroupedBottleneck(nn.Module):
@@ -111,6 +111,12 @@ class GroupedBottleneck(nn.Module):
         """Start the residual branch at zero, so the block starts as its shortcut."""
         nn.init.zeros_(self.bn3.weight)
 
+    def reparameterize(self) -> None:
+        """Fold batch norms into the convs for inference (timm's `reparameterize_model`); see `fold_batchnorm`."""
+        self.bn1 = fold_batchnorm(self.bn1, [self.conv1])
+        self.bn2 = fold_batchnorm(self.bn2, [self.conv2])
+        self.bn3 = fold_batchnorm(self.bn3, [self.conv3])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         x = self.bn1(self.conv1(x))
@@ -153,6 +159,10 @@ class GroupedResidualBlock(nn.Module):
         """Start the residual branch at zero, so the block starts as its shortcut."""
         nn.init.zeros_(self.bn1.weight)
         nn.init.zeros_(self.bn1.bias)
+
+    def reparameterize(self) -> None:
+        """Fold a batch norm into the conv for inference (timm's `reparameterize_model`); see `fold_batchnorm`."""
+        self.bn1 = fold_batchnorm(self.bn1, [self.conv1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)

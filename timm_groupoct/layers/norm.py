@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional, Sequence
 
+import torch
 import torch.nn as nn
 from timm.layers import GroupNormAct, LayerType, StdConv2d, create_conv2d, get_norm_act_layer
 
@@ -20,7 +21,7 @@ from .pointwise import PointwiseConv2d
 
 __all__ = [
     'GROUP_NORM_CANDIDATES', 'group_norm_groups', 'GroupNormRuleAct', 'get_norm_act', 'ConvNormLayers',
-    'get_conv_norm_layers', 'conv_norm_act',
+    'get_conv_norm_layers', 'ConvNormSequential', 'conv_norm_act', 'fold_batchnorm',
 ]
 
 GROUP_NORM_CANDIDATES = (32, 16, 8, 4, 2, 1)
@@ -83,8 +84,8 @@ def get_norm_act(norm_layer: LayerType, act_layer: Optional[LayerType]) -> Calla
 
 def _plain_conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1,
                 bias: bool = False) -> nn.Module:
-    if kernel_size == 1 and stride == 1 and groups == 1 and not bias:
-        return PointwiseConv2d(in_chs, out_chs)
+    if kernel_size == 1 and stride == 1 and groups == 1:
+        return PointwiseConv2d(in_chs, out_chs, bias=bias)
     return create_conv2d(in_chs, out_chs, kernel_size, stride=stride, groups=groups, bias=bias)
 
 
@@ -107,12 +108,58 @@ def get_conv_norm_layers(norm_layer: LayerType = 'batchnorm', act_layer: LayerTy
     return ConvNormLayers(conv=conv, norm_act=get_norm_act(norm_layer, act_layer))
 
 
+@torch.no_grad()
+def fold_batchnorm(norm: nn.Module, convs: Sequence[nn.Conv2d]) -> nn.Module:
+    """Fold an eval-mode batch norm into the convs whose summed outputs it normalizes; what to use in its place.
+
+    Each conv's output channels are scaled by the norm's `weight / sqrt(running_var + eps)` and the first conv
+    gets the shift as its bias, so that `sum(conv(x))` equals the eval-mode norm of the old sum. Returns the
+    norm's activation (timm's `BatchNormAct2d`) or `nn.Identity()`. A norm with nothing to fold (GroupNorm,
+    LayerNorm, a batch norm without running statistics or with a dropout) is returned unchanged and the convs
+    are left alone. Inference only: the folded convs no longer normalize with batch statistics in training.
+    """
+    foldable = (isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_var is not None
+                and isinstance(getattr(norm, 'drop', nn.Identity()), nn.Identity))
+    if not foldable:
+        return norm
+    if not convs:
+        raise ValueError('fold_batchnorm needs at least one conv to fold the norm into')
+    # in float64, so that folding adds no rounding beyond the final cast
+    scale = norm.running_var.double().add(norm.eps).rsqrt()
+    if norm.weight is not None:
+        scale = scale * norm.weight.double()
+    shift = -norm.running_mean.double() * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.double()
+    for i, conv in enumerate(convs):
+        weight = conv.weight
+        weight.copy_(weight.double() * scale.view(-1, *(1,) * (weight.dim() - 1)))
+        bias = conv.bias.double() * scale if conv.bias is not None else None
+        if i == 0:
+            bias = shift if bias is None else bias + shift
+        if bias is not None:
+            conv.bias = nn.Parameter(bias.to(weight), requires_grad=weight.requires_grad)
+    act = getattr(norm, 'act', None)
+    return act if act is not None else nn.Identity()
+
+
+class ConvNormSequential(nn.Sequential):
+    """conv -> norm (+ act) as an nn.Sequential of two modules (keys `conv`, `bn` or `0`, `1`).
+
+    `reparameterize()` (called by timm's `reparameterize_model`) folds a batch norm into the conv.
+    """
+
+    def reparameterize(self) -> None:
+        norm_key = list(self._modules)[1]
+        self._modules[norm_key] = fold_batchnorm(self[1], [self[0]])
+
+
 def conv_norm_act(
         in_chs: int, out_chs: int, kernel_size: int, layers: ConvNormLayers, stride: int = 1, groups: int = 1,
         apply_act: bool = True,
-) -> nn.Sequential:
+) -> ConvNormSequential:
     """conv -> norm (+ act) with timm `ConvNormAct`'s key names (`conv`, `bn`), for any conv type."""
-    return nn.Sequential(OrderedDict(
+    return ConvNormSequential(OrderedDict(
         conv=layers.conv(in_chs, out_chs, kernel_size, stride=stride, groups=groups),
         bn=layers.norm_act(out_chs, apply_act=apply_act),
     ))

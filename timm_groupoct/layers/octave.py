@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from timm.layers import LayerType, create_act_layer
 
 from .grouped import resolve_groups
-from .norm import get_conv_norm_layers
+from .norm import fold_batchnorm, get_conv_norm_layers
 
 __all__ = [
     'Bands', 'split_channels', 'pool_band', 'add_upsampled', 'split_bands', 'merge_bands', 'BandSequential',
@@ -180,7 +180,11 @@ class OctaveConv2d(nn.Module):
 
 
 class OctaveConvNormAct(nn.Module):
-    """`OctaveConv2d` -> a norm (+ act) per band (`bn_h`, `bn_l`; absent for an empty band). Bands -> Bands."""
+    """`OctaveConv2d` -> a norm (+ act) per band (`bn_h`, `bn_l`; absent for an empty band). Bands -> Bands.
+
+    `reparameterize()` (called by timm's `reparameterize_model`) folds batch norms into the convolutions for
+    inference; `bn_h` / `bn_l` then hold only the activation.
+    """
 
     def __init__(
             self,
@@ -203,6 +207,14 @@ class OctaveConvNormAct(nn.Module):
         norm_act = get_conv_norm_layers(norm_layer, act_layer).norm_act
         self.bn_h = norm_act(self.conv.out_h, apply_act=apply_act) if self.conv.out_h > 0 else None
         self.bn_l = norm_act(self.conv.out_l, apply_act=apply_act) if self.conv.out_l > 0 else None
+
+    def reparameterize(self) -> None:
+        conv = self.conv
+        # a band's bias goes on the path that reads the low band: at stride 1 it is added before upsampling
+        if self.bn_h is not None:
+            self.bn_h = fold_batchnorm(self.bn_h, [p for p in (conv.conv_l2h, conv.conv_h2h) if p is not None])
+        if self.bn_l is not None:
+            self.bn_l = fold_batchnorm(self.bn_l, [p for p in (conv.conv_l2l, conv.conv_h2l) if p is not None])
 
     def forward(self, x: Bands) -> Bands:
         y_h, y_l = self.conv(x)

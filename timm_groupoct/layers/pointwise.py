@@ -4,6 +4,8 @@ A 1x1 conv on a channels_last tensor (N, H, W, C in memory) is a GEMM on a view 
 at the small spatial sizes of batch-1 inference and of the octave low band, MKL's GEMM is faster than oneDNN's
 1x1 conv and than the native conv PyTorch picks for small inputs.
 """
+from typing import Optional
+
 import torch
 import torch.fx
 import torch.nn as nn
@@ -12,18 +14,20 @@ import torch.nn.functional as F
 __all__ = ['pointwise_conv', 'PointwiseConv2d']
 
 
-def pointwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """1x1 conv, stride 1, groups 1, no bias: (N, C, H, W) x (C_out, C, 1, 1) -> (N, C_out, H, W).
+def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """1x1 conv, stride 1, groups 1: (N, C, H, W) x (C_out, C, 1, 1) (+ bias (C_out,)) -> (N, C_out, H, W).
 
     A channels_last CPU input is one (N*H*W, C) matrix: the product is one GEMM and the result is channels_last
     too. Any other input goes to `F.conv2d`: for NCHW a batched GEMM measured slower than the conv, and on a GPU
     cuDNN's 1x1 conv is a GEMM already (and in float32 may use TF32, which matmuls by default do not).
     """
     if not (x.is_cpu and x.is_contiguous(memory_format=torch.channels_last)):
-        return F.conv2d(x, weight)
+        return F.conv2d(x, weight, bias)
     n, c, h, w = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-    return torch.mm(rows, weight.flatten(1).t()).view(n, h, w, -1).permute(0, 3, 1, 2)
+    weight = weight.flatten(1).t()
+    out = torch.mm(rows, weight) if bias is None else torch.addmm(bias, rows, weight)
+    return out.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 
 # a leaf for torch.fx (its branches read the input's layout)
@@ -31,11 +35,11 @@ torch.fx.wrap('pointwise_conv')
 
 
 class PointwiseConv2d(nn.Conv2d):
-    """`nn.Conv2d(in_chs, out_chs, 1, bias=False)` (same parameters and state dict keys) computed by
+    """`nn.Conv2d(in_chs, out_chs, 1, bias=bias)` (same parameters and state dict keys) computed by
     `pointwise_conv`. (N, in_chs, H, W) -> (N, out_chs, H, W)."""
 
-    def __init__(self, in_chs: int, out_chs: int):
-        super().__init__(in_chs, out_chs, 1, bias=False)
+    def __init__(self, in_chs: int, out_chs: int, bias: bool = False):
+        super().__init__(in_chs, out_chs, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pointwise_conv(x, self.weight)
+        return pointwise_conv(x, self.weight, self.bias)
