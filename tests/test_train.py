@@ -1,5 +1,6 @@
 """`timm-groupoct train` / `eval` on tiny runs: outputs, resume, the export hand-off, and errors."""
 import csv
+import re
 
 import pytest
 import torch
@@ -63,6 +64,16 @@ def test_train_export_eval(tmp_path, capsys, monkeypatch):
                  '--channels-last']) == 0
     assert f'on digits (360 images): top-1 {top1:.2f}%' in capsys.readouterr().out
     assert _is_channels_last(models[-1])
+    # --reparam: batch norms folded into the convs, the same metrics
+    assert main(['eval', '--model', f'local-dir:{folder}', '--data', 'digits', '--img-size', '8', '--reparam']) == 0
+    folded = capsys.readouterr().out
+    assert f'on digits (360 images): top-1 {top1:.2f}%' in folded
+    assert _loss(folded) == pytest.approx(_loss(printed), abs=2e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in models[-1].modules())
+
+
+def _loss(printed):
+    return float(re.search(r'loss (\d+\.\d+)', printed)[1])
 
 
 def _record_created_models(monkeypatch):
@@ -185,9 +196,10 @@ def test_predict_image_files_with_the_trained_preprocessing(tmp_path, capsys, mo
     assert all(0 < p <= 100 for p in probs)
     assert sum(t == y for t, y in zip(top, labels)) >= 3  # a 3-epoch model on 8 px digits
     models = _record_created_models(monkeypatch)
-    assert main(['predict', '--model', f'local-dir:{folder}', '--top-k', '2', '--channels-last']
+    assert main(['predict', '--model', f'local-dir:{folder}', '--top-k', '2', '--channels-last', '--reparam']
                 + [str(p) for p in images]) == 0
     assert _is_channels_last(models[-1])
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in models[-1].modules())
     assert [line.split(': ')[1].split()[0] for line in capsys.readouterr().out.splitlines()] == [str(t) for t in top]
     # the same predictions as the model on the dataset's own tensors
     import timm

@@ -1,7 +1,11 @@
 """What the subcommands share: model-name checks with helpful errors, common option help."""
+import argparse
 import difflib
 
 import timm
+import torch
+import torch.nn as nn
+from timm.utils import reparameterize_model
 
 import timm_groupoct
 
@@ -26,3 +30,20 @@ def check_model_name(name: str) -> str:
         difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
     hint = f' Close matches: {", ".join(close)}.' if close else ''
     raise CLIError(f"unknown model '{name}'.{hint} `timm-groupoct list` shows this package's models.")
+
+
+def add_inference_args(parser: argparse.ArgumentParser) -> None:
+    """`--channels-last` and `--reparam`, the flags of timm's validate.py that make inference faster."""
+    parser.add_argument('--channels-last', action='store_true', help=CHANNELS_LAST_HELP)
+    parser.add_argument('--reparam', action='store_true',
+                        help="fold batch norms into the convolutions (timm's reparameterize_model): the same "
+                             "outputs up to rounding, faster")
+
+
+def prepare_for_inference(model: nn.Module, args: argparse.Namespace) -> nn.Module:
+    """Apply `add_inference_args`' flags to a model, in place."""
+    if args.reparam:
+        model = reparameterize_model(model, inplace=True)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model

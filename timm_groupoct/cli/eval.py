@@ -1,11 +1,10 @@
 """`timm-groupoct eval --model NAME|hf-hub:...|local-dir:... --data digits|DIR|torch/...`: top-1/top-5, loss, img/s."""
 import timm
-import torch
 from torch.utils.data import DataLoader
 
 from ..data import load_data
 from ..train import evaluate
-from ._common import CHANNELS_LAST_HELP, CLIError, check_model_name
+from ._common import CLIError, add_inference_args, check_model_name, prepare_for_inference
 
 
 def add_parser(sub):
@@ -18,7 +17,7 @@ def add_parser(sub):
     p.add_argument('--pretrained', action='store_true', help='load weights (implied for hf-hub: / local-dir:)')
     p.add_argument('--img-size', type=int, default=None)
     p.add_argument('-b', '--batch-size', type=int, default=128)
-    p.add_argument('--channels-last', action='store_true', help=CHANNELS_LAST_HELP)
+    add_inference_args(p)
     p.set_defaults(run=run)
 
 
@@ -36,8 +35,7 @@ def run(args) -> int:
         raise CLIError(f'{name} takes {model.pretrained_cfg["input_size"][0]}-channel images into '
                        f'{model.num_classes} classes; {args.data} has {data.in_chans}-channel images in '
                        f'{len(data.class_names)} classes')
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = prepare_for_inference(model, args)
     m = evaluate(model, DataLoader(data.val, batch_size=args.batch_size), channels_last=args.channels_last)
     print(f"{name} on {args.data} ({len(data.val)} images): top-1 {m['top1']:.2f}%, top-5 {m['top5']:.2f}%, "
           f"loss {m['loss']:.4f}, {m['images_per_s']:.0f} images/s")

@@ -2,10 +2,9 @@
 from pathlib import Path
 
 import timm
-import torch
 
 from ..train import TrainError, predict_images
-from ._common import CHANNELS_LAST_HELP, CLIError, check_model_name
+from ._common import CLIError, add_inference_args, check_model_name, prepare_for_inference
 
 
 def add_parser(sub):
@@ -15,7 +14,7 @@ def add_parser(sub):
     p.add_argument('--top-k', type=int, default=5)
     p.add_argument('--img-size', type=int, default=None, help="input size (default: the weights' own)")
     p.add_argument('--pretrained', action='store_true', help='load weights (implied for hf-hub: / local-dir:)')
-    p.add_argument('--channels-last', action='store_true', help=CHANNELS_LAST_HELP)
+    add_inference_args(p)
     p.set_defaults(run=run)
 
 
@@ -25,8 +24,7 @@ def run(args) -> int:
     if missing:
         raise CLIError(f'no such image file: {", ".join(missing)}')
     model = timm.create_model(name, pretrained=args.pretrained or name.startswith(('hf-hub:', 'local-dir:')))
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = prepare_for_inference(model, args)
     try:
         results = predict_images(model, args.images, args.top_k, args.img_size)
     except TrainError as e:
