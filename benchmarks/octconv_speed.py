@@ -5,11 +5,17 @@
     python benchmarks/octconv_speed.py --reference DIR       # adds the PyTorch reference (a checkout of
                                                              # d-li14/octconv.pytorch) for comparison
     python benchmarks/octconv_speed.py --stages              # where the time goes: ms per stage, channels_last
+    python benchmarks/octconv_speed.py --reparam             # adds the models with batch norms folded into
+                                                             # the convs (inference deployment)
 
 Every model runs once per round, in turn (interleaved), so load on the machine hits them alike; the table gives
 the median over rounds. "NCHW" is a model and input in the default layout; "channels_last" converts the model
 with `model.to(memory_format=torch.channels_last)` and feeds the same NCHW input (the weights' layout is what
 counts). The ratio compares each model's best layout with ResNet-50's best.
+
+"+reparam" rows fold every batch norm into its convs: the octave models with timm's `reparameterize_model` (as
+`timm-groupoct eval --reparam` does), ResNet-50 with torch.fx's conv-bn `fuse` (timm's `reparameterize_model`
+leaves it as it is), so that the two can also be compared with the same treatment.
 """
 import argparse
 import importlib
@@ -20,6 +26,8 @@ from typing import Callable, Dict, List
 
 import torch
 import timm
+from timm.utils import reparameterize_model
+from torch.fx.experimental.optimization import fuse as fx_fuse_conv_bn
 from torch.utils.flop_counter import FlopCounterMode
 
 import timm_groupoct  # noqa: F401  (registers the models)
@@ -37,6 +45,11 @@ def build(args) -> Dict[str, Callable[[], torch.nn.Module]]:
     makers = {'resnet50': lambda: timm.create_model('resnet50')}
     for alpha in args.alphas:
         makers[f'oct_resnet50 a={alpha:g}'] = lambda a=alpha: timm.create_model('oct_resnet50', alpha=a)
+    if args.reparam:
+        makers['resnet50 +reparam'] = lambda: fx_fuse_conv_bn(timm.create_model('resnet50').eval())
+        for alpha in args.alphas:
+            makers[f'oct_resnet50 a={alpha:g} +reparam'] = lambda a=alpha: reparameterize_model(
+                timm.create_model('oct_resnet50', alpha=a).eval(), inplace=True)
     if args.reference:
         sys.path.insert(0, args.reference)
         reference = importlib.import_module('oct_resnet')
@@ -67,6 +80,7 @@ def main(argv=None) -> None:
     parser.add_argument('--compile', action='store_true', help='also time torch.compile (channels_last only)')
     parser.add_argument('--reference', default=None, help='folder with the reference oct_resnet.py / octconv.py')
     parser.add_argument('--stages', action='store_true', help='also time each stage (channels_last, eager)')
+    parser.add_argument('--reparam', action='store_true', help='also time the models with batch norms folded')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -108,14 +122,19 @@ def print_table(batch_size, models, flops, median, with_compile) -> None:
     cols = ['NCHW ms', 'ch-last ms', 'best/r50']
     if with_compile:
         cols += ['compiled ms', 'compiled/r50']
-    header = f'{"model":<22} {"GFLOPs":>7} {"FLOP ratio":>10} ' + ' '.join(f'{c:>12}' for c in cols)
+    header = f'{"model":<30} {"GFLOPs":>7} {"FLOP ratio":>10} ' + ' '.join(f'{c:>12}' for c in cols)
     print(f'\nbatch {batch_size}\n{header}\n{"-" * len(header)}')
     for name in models:
         row = [median[(name, 'NCHW')] * 1e3, median[(name, 'channels_last')] * 1e3, best[name] / base_best]
         if with_compile:
             row += [median[(name, 'compiled')] * 1e3, median[(name, 'compiled')] / median[('resnet50', 'compiled')]]
         cells = [f'{v:>12.1f}' if 'ms' in c else f'{v:>12.3f}' for c, v in zip(cols, row)]
-        print(f'{name:<22} {flops[name]:>7.2f} {flops[name] / base_flops:>10.3f} ' + ' '.join(cells))
+        print(f'{name:<30} {flops[name]:>7.2f} {flops[name] / base_flops:>10.3f} ' + ' '.join(cells))
+    if 'resnet50 +reparam' in best:
+        print('\nboth with batch norms folded, best layout, ratio to resnet50 +reparam:')
+        for name in best:
+            if name.startswith('oct_resnet50') and name.endswith('+reparam'):
+                print(f'  {name:<30} {best[name] / best["resnet50 +reparam"]:.3f}')
 
 
 def stage_times(model: torch.nn.Module, x: torch.Tensor, rounds: int) -> List[float]:
@@ -153,12 +172,12 @@ def print_stage_table(batch_size, models, x, rounds) -> None:
     times = {name: stage_times(model, x, rounds) for name, model in models.items()}
     flops = {name: stage_flops(model, x[:1]) for name, model in models.items()}
     cols = ['stem'] + [f'stage {i}' for i in range(1, len(times['resnet50']) - 1)] + ['head']
-    header = f'{"ms (ratio to r50)":<22} ' + ' '.join(f'{c:>14}' for c in cols)
+    header = f'{"ms (ratio to r50)":<30} ' + ' '.join(f'{c:>14}' for c in cols)
     print(f'\nbatch {batch_size}, channels_last, per stage\n{header}\n{"-" * len(header)}')
     for name, row in times.items():
-        print(f'{name:<22} ' + ' '.join(f'{t * 1e3:>7.1f} ({t / b:.2f})' for t, b in zip(row, times['resnet50'])))
+        print(f'{name:<30} ' + ' '.join(f'{t * 1e3:>7.1f} ({t / b:.2f})' for t, b in zip(row, times['resnet50'])))
         if name != 'resnet50':
-            print(f'{"  FLOP ratio":<22} ' + ' '.join(f'{f / b:>14.2f}' for f, b in zip(flops[name],
+            print(f'{"  FLOP ratio":<30} ' + ' '.join(f'{f / b:>14.2f}' for f, b in zip(flops[name],
                                                                                     flops['resnet50'])))
 
 

@@ -21,12 +21,12 @@ DEFAULT_MODELS = ['oct_resnet50', 'resnext50_32x4d_gn', 'groupnet_base']
 
 
 def with_plain_convs(model: nn.Module) -> nn.Module:
-    """A copy of `model` with every PointwiseConv2d replaced by an nn.Conv2d holding the same weight."""
+    """A copy of `model` with every PointwiseConv2d replaced by an nn.Conv2d holding the same parameters."""
     model = copy.deepcopy(model)
     for name, module in list(model.named_modules()):
         if isinstance(module, PointwiseConv2d):
-            conv = nn.Conv2d(module.in_channels, module.out_channels, 1, bias=False)
-            conv.weight = module.weight
+            conv = nn.Conv2d(module.in_channels, module.out_channels, 1, bias=module.bias is not None)
+            conv.weight, conv.bias = module.weight, module.bias
             model.set_submodule(name, conv)
     return model
 

@@ -27,6 +27,19 @@ def test_octconv_speed_prints_latency_ratio_and_stage_tables(capsys, monkeypatch
     assert 'per stage' in out and re.search(r'^  FLOP ratio\s+1\.00\s+0\.46\s+0\.48\s+0\.47\s+0\.95', out, re.M)
 
 
+def test_octconv_speed_reparam_rows_fold_both_models(capsys, monkeypatch):
+    bench = _load('octconv_speed', monkeypatch)
+    bench.main(['--alphas', '0.5', '--batch-sizes', '1', '--img-size', '32', '--rounds', '1', '--reparam',
+                '--threads', '1'])
+    out = capsys.readouterr().out
+    for name in ('resnet50 +reparam', 'oct_resnet50 a=0.5 +reparam'):  # folding keeps the FLOPs
+        assert re.search(rf'^{re.escape(name)}\s+\S+\s+(0\.589|1\.000)\s', out, re.M)
+    assert re.search(r'ratio to resnet50 \+reparam:\n  oct_resnet50 a=0.5 \+reparam\s+[\d.]+$', out, re.M)
+    makers = bench.build(bench.argparse.Namespace(alphas=[0.5], reparam=True, reference=None))
+    for name in ('resnet50 +reparam', 'oct_resnet50 a=0.5 +reparam'):
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in makers[name]().modules())
+
+
 def test_pointwise_gemm_compares_the_same_weights_with_and_without_gemms(capsys, monkeypatch):
     bench = _load('pointwise_gemm', monkeypatch)
     bench.main(['--models', 'oct_resnet26', '--batch-sizes', '1', '--img-size', '32', '--rounds', '1'])
