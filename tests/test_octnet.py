@@ -262,6 +262,20 @@ def test_reparameterized_model_scripts_traces_and_gives_features():
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+def test_reparameterize_features_only_model_and_train_it_after():
+    from timm.utils import reparameterize_model
+    model = randomise_norm_stats(timm.create_model('oct_resnet26', features_only=True, out_indices=(1, 3))).double()
+    folded = reparameterize_model(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        for a, b in zip(folded(x), model(x)):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    # what is left is an ordinary network: it trains, every parameter (the new biases too) gets a gradient
+    sum(f.sum() for f in folded.train()(x)).backward()
+    assert all(p.grad is not None for p in folded.parameters())
+
+
 def test_backward_reaches_every_parameter_and_drop_path():
     model = timm.create_model('oct_resnet26', num_classes=3, drop_path_rate=0.2).train()
     model(torch.randn(2, 3, 64, 64)).sum().backward()
