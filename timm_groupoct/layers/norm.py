@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 from timm.layers import GroupNormAct, LayerType, StdConv2d, create_conv2d, get_norm_act_layer
+from torch.nn.utils import fuse_conv_bn_weights
 
 from .pointwise import PointwiseConv2d
 
@@ -112,11 +113,12 @@ def get_conv_norm_layers(norm_layer: LayerType = 'batchnorm', act_layer: LayerTy
 def fold_batchnorm(norm: nn.Module, convs: Sequence[nn.Conv2d]) -> nn.Module:
     """Fold an eval-mode batch norm into the convs whose summed outputs it normalizes; what to use in its place.
 
-    Each conv's output channels are scaled by the norm's `weight / sqrt(running_var + eps)` and the first conv
-    gets the shift as its bias, so that `sum(conv(x))` equals the eval-mode norm of the old sum. Returns the
-    norm's activation (timm's `BatchNormAct2d`) or `nn.Identity()`. A norm with nothing to fold (GroupNorm,
-    LayerNorm, a batch norm without running statistics or with a dropout) is returned unchanged and the convs
-    are left alone. Inference only: the folded convs no longer normalize with batch statistics in training.
+    Each conv is folded with torch's `fuse_conv_bn_weights` (output channels scaled by the norm's
+    `weight / sqrt(running_var + eps)`, a conv's own bias too); only the first conv takes the shift, as its bias,
+    so that `sum(conv(x))` equals the eval-mode norm of the old sum. Returns the norm's activation (timm's
+    `BatchNormAct2d`) or `nn.Identity()`. A norm with nothing to fold (GroupNorm, LayerNorm, a batch norm without
+    running statistics or with a dropout) is returned unchanged and the convs are left alone. Inference only: the
+    folded convs no longer normalize with batch statistics in training.
     """
     foldable = (isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_var is not None
                 and isinstance(getattr(norm, 'drop', nn.Identity()), nn.Identity))
@@ -124,21 +126,15 @@ def fold_batchnorm(norm: nn.Module, convs: Sequence[nn.Conv2d]) -> nn.Module:
         return norm
     if not convs:
         raise ValueError('fold_batchnorm needs at least one conv to fold the norm into')
-    # in float64, so that folding adds no rounding beyond the final cast
-    scale = norm.running_var.double().add(norm.eps).rsqrt()
-    if norm.weight is not None:
-        scale = scale * norm.weight.double()
-    shift = -norm.running_mean.double() * scale
-    if norm.bias is not None:
-        shift = shift + norm.bias.double()
+    zero_mean = torch.zeros_like(norm.running_mean)
     for i, conv in enumerate(convs):
-        weight = conv.weight
-        weight.copy_(weight.double() * scale.view(-1, *(1,) * (weight.dim() - 1)))
-        bias = conv.bias.double() * scale if conv.bias is not None else None
-        if i == 0:
-            bias = shift if bias is None else bias + shift
-        if bias is not None:
-            conv.bias = nn.Parameter(bias.to(weight), requires_grad=weight.requires_grad)
+        # the shift is added once, by the first conv; the others are only scaled (zero mean, no norm bias)
+        mean, norm_bias = (norm.running_mean, norm.bias) if i == 0 else (zero_mean, None)
+        weight, bias = fuse_conv_bn_weights(
+            conv.weight, conv.bias, mean, norm.running_var, norm.eps, norm.weight, norm_bias)
+        conv.weight = weight
+        if i == 0 or conv.bias is not None:
+            conv.bias = bias.requires_grad_(weight.requires_grad)  # torch leaves a new bias frozen
     act = getattr(norm, 'act', None)
     return act if act is not None else nn.Identity()
 
