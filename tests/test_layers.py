@@ -1,10 +1,14 @@
 import re
 import warnings
+from collections import OrderedDict
 
 import pytest
+import timm
 import torch
 import torch.nn as nn
+from timm.utils import reparameterize_model
 
+import timm_groupoct  # noqa: F401  (registers the models)
 from timm_groupoct.layers import (
     ConvNormSequential, GroupedBottleneck, GroupNormRuleAct, PointwiseConv2d, fold_batchnorm, get_conv_norm_layers,
     get_norm_act, group_norm_groups, resolve_groups, valid_groups_near)
@@ -207,8 +211,6 @@ def test_plain_conv_factory_uses_the_gemm_only_where_it_is_a_plain_1x1():
 
 @pytest.mark.parametrize('name', ['oct_resnet26', 'oct_resnext50_32x4d', 'groupnet_small', 'resnext29_8x64d'])
 def test_channels_last_models_compute_what_nchw_models_compute_at_odd_sizes(name):
-    import timm
-    import timm_groupoct  # noqa: F401
     model = timm.create_model(name, num_classes=7).eval().double()
     x = torch.randn(2, 3, 33, 33, dtype=torch.float64)
     with torch.no_grad():
@@ -269,7 +271,6 @@ def test_fold_batchnorm_needs_a_conv():
 
 @pytest.mark.parametrize('keys', [('conv', 'bn'), ('0', '1')])
 def test_conv_norm_sequential_reparameterize_keeps_its_keys(keys):
-    from collections import OrderedDict
     layers = get_conv_norm_layers('batchnorm', 'relu')
     block = ConvNormSequential(OrderedDict(zip(keys, (layers.conv(4, 8, 3), layers.norm_act(8)))))
     randomise_norm_stats(block).double()
@@ -287,9 +288,6 @@ def test_conv_norm_sequential_reparameterize_keeps_its_keys(keys):
     ('resnext29_8x64d', {}), ('resnext50_32x4d_gn', dict(norm_layer='batchnorm')),
 ])
 def test_reparameterize_model_folds_every_batch_norm(name, kwargs):
-    import timm
-    import timm_groupoct  # noqa: F401
-    from timm.utils import reparameterize_model
     torch.manual_seed(0)
     model = randomise_norm_stats(timm.create_model(name, num_classes=7, **kwargs)).double()
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
@@ -308,9 +306,6 @@ def test_reparameterize_model_folds_every_batch_norm(name, kwargs):
 
 @pytest.mark.parametrize('name', ['resnext50_32x4d_gn', 'octnet_mini_gn'])
 def test_reparameterize_model_leaves_group_norm_models_unchanged(name):
-    import timm
-    import timm_groupoct  # noqa: F401
-    from timm.utils import reparameterize_model
     model = randomise_norm_stats(timm.create_model(name)).double()
     folded = reparameterize_model(model)
     norms = [m for m in folded.modules() if isinstance(m, nn.GroupNorm)]

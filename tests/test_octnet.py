@@ -8,6 +8,7 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.utils import reparameterize_model
 
 import timm_groupoct  # noqa: F401
 from timm_groupoct.cli import main
@@ -246,7 +247,6 @@ def test_scripting_fx_checkpointing_channels_last(name):
 
 
 def test_reparameterized_model_scripts_traces_and_gives_features():
-    from timm.utils import reparameterize_model
     from torchvision.models.feature_extraction import create_feature_extractor
     model = randomise_norm_stats(timm.create_model('oct_resnet26', num_classes=5)).double()
     folded = reparameterize_model(model)
@@ -263,7 +263,6 @@ def test_reparameterized_model_scripts_traces_and_gives_features():
 
 
 def test_reparameterize_features_only_model_and_train_it_after():
-    from timm.utils import reparameterize_model
     model = randomise_norm_stats(timm.create_model('oct_resnet26', features_only=True, out_indices=(1, 3))).double()
     folded = reparameterize_model(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
