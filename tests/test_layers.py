@@ -6,12 +6,13 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
+from timm.layers import BatchNormAct2d
 from timm.utils import reparameterize_model
 
 import timm_groupoct  # noqa: F401  (registers the models)
 from timm_groupoct.layers import (
-    ConvNormSequential, GroupedBottleneck, GroupNormRuleAct, PointwiseConv2d, fold_batchnorm, get_conv_norm_layers,
-    get_norm_act, group_norm_groups, resolve_groups, valid_groups_near)
+    ConvNormSequential, GroupedBottleneck, GroupNormRuleAct, InplaceBatchNormAct2d, PointwiseConv2d, fold_batchnorm,
+    get_conv_norm_layers, get_norm_act, group_norm_groups, resolve_groups, valid_groups_near)
 
 from helpers import randomise_norm_stats
 from seed_reference import SeedGroupedBottleneck, load_in_order
@@ -218,6 +219,102 @@ def test_channels_last_models_compute_what_nchw_models_compute_at_odd_sizes(name
         assert any(isinstance(m, PointwiseConv2d) for m in model.modules())
         channels_last = model.to(memory_format=torch.channels_last)(x)  # 1x1 convs now run as GEMMs
     torch.testing.assert_close(channels_last, nchw, rtol=1e-12, atol=1e-12)
+
+
+# ---- batch norm in place at inference ---------------------------------------------------------------------------
+
+def _batch_norm_pair(**kwargs):
+    """The package's batch norm and timm's, in eval mode with the same non-trivial state."""
+    torch.manual_seed(0)
+    ours = get_norm_act('batchnorm', 'relu')(10, **kwargs).eval()
+    nn.init.uniform_(ours.running_var, 0.5, 2.0), nn.init.normal_(ours.running_mean)
+    if ours.affine:
+        nn.init.normal_(ours.weight), nn.init.normal_(ours.bias)
+    theirs = BatchNormAct2d(10, act_layer='relu', **kwargs).eval()
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+def test_batch_norm_factory_builds_the_in_place_layer_for_timms_batch_norm_only():
+    assert get_norm_act('batchnorm', 'relu').func is InplaceBatchNormAct2d
+    for layer in (BatchNormAct2d, nn.BatchNorm2d):
+        assert type(get_norm_act(layer, 'relu')(4)) is InplaceBatchNormAct2d
+    assert type(get_norm_act('layernorm2d', 'relu')(4)).__name__ == 'LayerNormAct2d'
+
+
+@pytest.mark.parametrize('grad_off', [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize('layout', ['nchw', 'channels_last', 'channel_slice'])
+def test_batch_norm_normalizes_in_place_at_inference(layout, grad_off):
+    ours, theirs = _batch_norm_pair()
+    x = torch.randn(3, 10 if layout != 'channel_slice' else 14, 5, 6)
+    if layout == 'channels_last':
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == 'channel_slice':
+        x = x[:, 2:12]
+    expected = theirs(x)
+    with grad_off():
+        y = ours(x)
+    assert y.data_ptr() == x.data_ptr()  # wrote into its input
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(x, expected)
+
+
+def test_batch_norm_is_timms_layer_with_autograd_in_training_and_for_mixed_dtypes():
+    ours, theirs = _batch_norm_pair()
+    x = torch.randn(4, 10, 5, 5)
+    x_in = x.clone().requires_grad_()
+    y = ours(x_in)  # eval mode, autograd on: out of place, differentiable
+    y.sum().backward()
+    assert y.data_ptr() != x_in.data_ptr() and torch.equal(x_in.detach(), x) and x_in.grad is not None
+    torch.testing.assert_close(y, theirs(x))
+    with torch.no_grad():  # bfloat16 input, float32 statistics (autocast): timm's kernel, out of place
+        x_bf16 = x.bfloat16()
+        y_bf16 = ours(x_bf16)
+        assert y_bf16.data_ptr() != x_bf16.data_ptr()
+        torch.testing.assert_close(y_bf16, theirs(x_bf16))
+    ours.train(), theirs.train()
+    with torch.no_grad():  # training normalizes with batch statistics and updates the running ones
+        torch.testing.assert_close(ours(x.clone()), theirs(x))
+    torch.testing.assert_close(ours.running_mean, theirs.running_mean)
+    torch.testing.assert_close(ours.running_var, theirs.running_var)
+
+
+def test_batch_norm_without_affine_params_normalizes_in_place():
+    ours, theirs = _batch_norm_pair(affine=False)
+    x = torch.randn(2, 10, 4, 4)
+    expected = theirs(x)
+    with torch.no_grad():
+        assert ours(x).data_ptr() == x.data_ptr()
+    torch.testing.assert_close(x, expected)
+
+
+def test_batch_norm_scripts_as_timms_layer_and_traces_with_autograd_off():
+    ours, theirs = _batch_norm_pair()
+    x = torch.randn(2, 10, 4, 4)
+    with torch.no_grad():
+        traced = torch.fx.symbolic_trace(ours)  # the tensor checks are not traced as control flow
+        torch.testing.assert_close(traced(x.clone()), theirs(x))
+    scripted = torch.jit.script(ours)
+    assert type(ours) is BatchNormAct2d  # TorchScript compiles timm's forward
+    torch.testing.assert_close(scripted(x), theirs(x))
+
+
+@pytest.mark.parametrize('name', ['oct_resnet26', 'oct_resnext50_32x4d', 'octnet_mini', 'groupnet_small',
+                                  'resnext29_8x64d'])
+def test_models_compute_the_same_with_autograd_off(name):
+    # in-place norms may only ever write into conv outputs that nothing else reads
+    torch.manual_seed(0)
+    model = randomise_norm_stats(timm.create_model(name, num_classes=7))
+    x = torch.randn(2, 3, 33, 33)
+    x_copy = x.clone()
+    expected = model(x)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        model = model.to(memory_format=layout)
+        with torch.inference_mode():
+            torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(model.forward_intermediates(x)[1][-1],
+                                       model.forward_intermediates(x.clone())[1][-1], rtol=0, atol=0)
+    assert torch.equal(x, x_copy)
 
 
 # ---- batch norm folding (timm's reparameterize_model) -----------------------------------------------------------
