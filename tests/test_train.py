@@ -368,8 +368,23 @@ def test_interrupted_run_keeps_its_last_checkpoint_and_resumes(tmp_path):
     assert f'interrupted: the last complete checkpoint is {out / "last.pth"}' in err
     done = torch.load(out / 'last.pth', weights_only=True)['epoch']
     assert 1 <= done < 200 and len(_rows(out / 'metrics.csv')) >= done
+    assert not list(out.glob('*.tmp'))  # a save cut short removes its temporary file
     resumed = subprocess.run(cmd + ['--epochs', str(done + 1), '--resume', str(out / 'last.pth')],
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert f'resumed from {out / "last.pth"} at epoch {done}' in resumed.stdout
     assert [int(r['epoch']) for r in _rows(out / 'metrics.csv')] == list(range(1, done + 2))
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_one(tmp_path):
+    from timm_groupoct.train import _replacing
+    path = tmp_path / 'last.pth'
+    path.write_text('old')
+    with pytest.raises(OSError, match='disk full'):
+        with _replacing(path) as tmp:
+            tmp.write_text('half')
+            raise OSError('disk full')
+    assert path.read_text() == 'old' and list(tmp_path.iterdir()) == [path]
+    with _replacing(path) as tmp:
+        tmp.write_text('new')
+    assert path.read_text() == 'new' and list(tmp_path.iterdir()) == [path]

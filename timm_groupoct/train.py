@@ -199,9 +199,13 @@ def _check_output(out: Path, rank: int) -> None:
 @contextmanager
 def _replacing(path: Path) -> Iterator[Path]:
     """A temporary path that replaces `path` when the block ends: an interrupted write never leaves a half-written
-    file at `path`."""
+    file at `path`, nor the temporary one."""
     tmp = path.with_name(path.name + '.tmp')
-    yield tmp
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
