@@ -317,6 +317,17 @@ def test_models_compute_the_same_with_autograd_off(name):
     assert torch.equal(x, x_copy)
 
 
+def test_a_model_exports_with_autograd_off():
+    # torch.export records the in-place norm as an out= op; the exported program computes what the model does
+    torch.manual_seed(0)
+    model = randomise_norm_stats(timm.create_model('octnet_mini', num_classes=10))
+    x = torch.randn(2, 3, 33, 33)
+    expected = model(x)
+    with torch.no_grad():
+        exported = torch.export.export(model, (x,))
+        torch.testing.assert_close(exported.module()(x), expected)
+
+
 # ---- batch norm folding (timm's reparameterize_model) -----------------------------------------------------------
 
 def test_fold_batchnorm_equals_the_eval_norm_of_the_summed_convs():
