@@ -6,7 +6,7 @@ def randomise_norm_stats(model: nn.Module) -> nn.Module:
     """Non-trivial norm affine params and BN running stats, so that equal outputs in eval mode mean equal
     computations; returns the model in eval mode."""
     for m in model.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+        if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
             nn.init.uniform_(m.weight, 0.5, 1.5)
             nn.init.normal_(m.bias, std=0.1)
         if isinstance(m, nn.BatchNorm2d):

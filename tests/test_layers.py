@@ -226,10 +226,7 @@ def test_channels_last_models_compute_what_nchw_models_compute_at_odd_sizes(name
 def _batch_norm_pair(**kwargs):
     """The package's batch norm and timm's, in eval mode with the same non-trivial state."""
     torch.manual_seed(0)
-    ours = get_norm_act('batchnorm', 'relu')(10, **kwargs).eval()
-    nn.init.uniform_(ours.running_var, 0.5, 2.0), nn.init.normal_(ours.running_mean)
-    if ours.affine:
-        nn.init.normal_(ours.weight), nn.init.normal_(ours.bias)
+    ours = randomise_norm_stats(get_norm_act('batchnorm', 'relu')(10, **kwargs))
     theirs = BatchNormAct2d(10, act_layer='relu', **kwargs).eval()
     theirs.load_state_dict(ours.state_dict())
     return ours, theirs
@@ -351,9 +348,7 @@ def test_fold_batchnorm_equals_the_eval_norm_of_the_summed_convs():
 
 def test_fold_batchnorm_without_activation_or_affine_leaves_identity():
     conv = nn.Conv2d(4, 8, 1, bias=False).double()
-    norm = nn.BatchNorm2d(8, affine=False).eval().double()
-    nn.init.uniform_(norm.running_var, 0.5, 2.0)
-    nn.init.normal_(norm.running_mean)
+    norm = randomise_norm_stats(nn.BatchNorm2d(8, affine=False)).double()
     x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
     with torch.no_grad():
         expected = norm(conv(x))

@@ -23,8 +23,7 @@ from .pointwise import PointwiseConv2d
 
 __all__ = [
     'GROUP_NORM_CANDIDATES', 'group_norm_groups', 'GroupNormRuleAct', 'InplaceBatchNormAct2d', 'get_norm_act',
-    'ConvNormLayers',
-    'get_conv_norm_layers', 'ConvNormSequential', 'conv_norm_act', 'fold_batchnorm',
+    'ConvNormLayers', 'get_conv_norm_layers', 'ConvNormSequential', 'conv_norm_act', 'fold_batchnorm',
 ]
 
 GROUP_NORM_CANDIDATES = (32, 16, 8, 4, 2, 1)
