@@ -5,17 +5,19 @@
     python benchmarks/octconv_speed.py --reference DIR       # adds the PyTorch reference (a checkout of
                                                              # d-li14/octconv.pytorch) for comparison
     python benchmarks/octconv_speed.py --stages              # where the time goes: ms per stage, channels_last
-    python benchmarks/octconv_speed.py --reparam             # adds the models with batch norms folded into
-                                                             # the convs (inference deployment)
+    python benchmarks/octconv_speed.py --reparam             # adds the models after the inference step
+                                                             # (timm_groupoct.prepare_for_inference)
 
 Every model runs once per round, in turn (interleaved), so load on the machine hits them alike; the table gives
 the median over rounds. "NCHW" is a model and input in the default layout; "channels_last" converts the model
 with `model.to(memory_format=torch.channels_last)` and feeds the same NCHW input (the weights' layout is what
 counts). The ratio compares each model's best layout with ResNet-50's best.
 
-"+reparam" rows fold every batch norm into its convs: the octave models with timm's `reparameterize_model` (as
-`timm-groupoct eval --reparam` does), ResNet-50 with torch.fx's conv-bn `fuse` (timm's `reparameterize_model`
-leaves it as it is), so that the two can also be compared with the same treatment.
+"+reparam" rows run the models after the inference step: the octave models through
+`timm_groupoct.prepare_for_inference` at the benchmark's input size (as `timm-groupoct eval --reparam` does:
+batch norms folded into the convs, 1x1 convs as GEMMs, bands fixed to the size), ResNet-50 with its batch norms
+folded by torch.fx's conv-bn `fuse` (timm's `reparameterize_model` leaves it as it is), so that the two can also
+be compared with the same treatment. benchmarks/runtimes.py compares the models in onnxruntime and OpenVINO.
 """
 import argparse
 import importlib
@@ -26,11 +28,10 @@ from typing import Callable, Dict, List
 
 import torch
 import timm
-from timm.utils import reparameterize_model
 from torch.fx.experimental.optimization import fuse as fx_fuse_conv_bn
 from torch.utils.flop_counter import FlopCounterMode
 
-import timm_groupoct  # noqa: F401  (registers the models)
+import timm_groupoct
 
 FORMATS = {'NCHW': torch.contiguous_format, 'channels_last': torch.channels_last}
 
@@ -48,8 +49,8 @@ def build(args) -> Dict[str, Callable[[], torch.nn.Module]]:
     if args.reparam:
         makers['resnet50 +reparam'] = lambda: fx_fuse_conv_bn(timm.create_model('resnet50').eval())
         for alpha in args.alphas:
-            makers[f'oct_resnet50 a={alpha:g} +reparam'] = lambda a=alpha: reparameterize_model(
-                timm.create_model('oct_resnet50', alpha=a).eval(), inplace=True)
+            makers[f'oct_resnet50 a={alpha:g} +reparam'] = lambda a=alpha: timm_groupoct.prepare_for_inference(
+                timm.create_model('oct_resnet50', alpha=a), (3, args.img_size, args.img_size), inplace=True)
     if args.reference:
         sys.path.insert(0, args.reference)
         reference = importlib.import_module('oct_resnet')
@@ -80,7 +81,7 @@ def main(argv=None) -> None:
     parser.add_argument('--compile', action='store_true', help='also time torch.compile (channels_last only)')
     parser.add_argument('--reference', default=None, help='folder with the reference oct_resnet.py / octconv.py')
     parser.add_argument('--stages', action='store_true', help='also time each stage (channels_last, eager)')
-    parser.add_argument('--reparam', action='store_true', help='also time the models with batch norms folded')
+    parser.add_argument('--reparam', action='store_true', help='also time the models after the inference step')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

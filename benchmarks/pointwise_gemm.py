@@ -1,4 +1,5 @@
-"""1x1 convolutions as GEMMs (`PointwiseConv2d`) vs the same model with plain `nn.Conv2d`, on the CPU, in one run.
+"""1x1 convolutions as GEMMs (`PointwiseConv2d`, part of `prepare_for_inference`) vs the plain `nn.Conv2d` of the
+model as it comes, on the CPU, in one run.
 
     python benchmarks/pointwise_gemm.py                          # three families, batch 1 and 8, 2 threads
     python benchmarks/pointwise_gemm.py --models oct_resnet50 --batch-sizes 1
@@ -11,24 +12,12 @@ import copy
 
 import timm
 import torch
-import torch.nn as nn
 
 import timm_groupoct  # noqa: F401  (registers the models)
-from timm_groupoct.layers import PointwiseConv2d
+from timm_groupoct.layers import use_pointwise_gemm
 from octconv_speed import time_round_robin  # benchmarks/ is on sys.path when a script here runs
 
 DEFAULT_MODELS = ['oct_resnet50', 'resnext50_32x4d_gn', 'groupnet_base']
-
-
-def with_plain_convs(model: nn.Module) -> nn.Module:
-    """A copy of `model` with every PointwiseConv2d replaced by an nn.Conv2d holding the same parameters."""
-    model = copy.deepcopy(model)
-    for name, module in list(model.named_modules()):
-        if isinstance(module, PointwiseConv2d):
-            conv = nn.Conv2d(module.in_channels, module.out_channels, 1, bias=module.bias is not None)
-            conv.weight, conv.bias = module.weight, module.bias
-            model.set_submodule(name, conv)
-    return model
 
 
 def main(argv=None) -> None:
@@ -47,8 +36,8 @@ def main(argv=None) -> None:
     header = f'{"model":<22} {"batch":>5} {"conv ms":>9} {"GEMM ms":>9} {"GEMM/conv":>10}'
     print(f'{header}\n{"-" * len(header)}')
     for name in args.models:
-        gemm = timm.create_model(name).eval()
-        variants = {'conv': with_plain_convs(gemm), 'gemm': gemm}
+        conv = timm.create_model(name).eval()
+        variants = {'conv': conv, 'gemm': use_pointwise_gemm(copy.deepcopy(conv))}
         variants = {k: m.to(memory_format=torch.channels_last) for k, m in variants.items()}
         for batch_size in args.batch_sizes:
             x = torch.randn(batch_size, 3, args.img_size, args.img_size)

@@ -11,8 +11,9 @@ from timm.utils import reparameterize_model
 
 import timm_groupoct  # noqa: F401  (registers the models)
 from timm_groupoct.layers import (
-    ConvNormSequential, GroupedBottleneck, GroupNormRuleAct, InplaceBatchNormAct2d, PointwiseConv2d, fold_batchnorm,
-    get_conv_norm_layers, get_norm_act, group_norm_groups, resolve_groups, valid_groups_near)
+    ConvNormSequential, GroupedBottleneck, GroupNormRuleAct, PointwiseConv2d, fold_batchnorm,
+    get_conv_norm_layers, get_norm_act, group_norm_groups, resolve_groups, use_pointwise_gemm, valid_groups_near)
+from timm_groupoct import prepare_for_inference
 
 from helpers import randomise_norm_stats
 from seed_reference import SeedGroupedBottleneck, load_in_order
@@ -202,104 +203,45 @@ def test_pointwise_conv_gradients_match_the_conv():
     torch.testing.assert_close(pointwise.weight.grad, conv.weight.grad)
 
 
-def test_plain_conv_factory_uses_the_gemm_only_where_it_is_a_plain_1x1():
+def test_the_conv_factory_builds_plain_convs():
     conv = get_conv_norm_layers('batchnorm').conv
-    assert type(conv(8, 16, 1)) is PointwiseConv2d and conv(8, 16, 1, bias=True).bias.shape == (16,)
-    assert [type(conv(8, 16, *a, **k)) for a, k in [((3,), {}), ((1,), dict(stride=2)), ((1,), dict(groups=2))]
-            ] == [nn.Conv2d] * 3
+    assert [type(conv(8, 16, *a, **k)) for a, k in [((1,), {}), ((3,), {}), ((1,), dict(stride=2)),
+                                                    ((1,), dict(groups=2))]] == [nn.Conv2d] * 4
     assert type(get_conv_norm_layers('gnws').conv(8, 16, 1)).__name__ == 'StdConv2d'
 
 
+def test_use_pointwise_gemm_swaps_only_plain_1x1_convs():
+    model = nn.Sequential(nn.Conv2d(8, 16, 1), nn.Conv2d(16, 16, 1, stride=2), nn.Conv2d(16, 16, 1, groups=2),
+                          nn.Conv2d(16, 16, 3, padding=1), nn.Sequential(nn.Conv2d(16, 4, 1, bias=False)))
+    weight = model[0].weight
+    use_pointwise_gemm(model)
+    assert [type(m).__name__ for m in (model[0], model[1], model[2], model[3], model[4][0])] == [
+        'PointwiseConv2d', 'Conv2d', 'Conv2d', 'Conv2d', 'PointwiseConv2d']
+    assert model[0].weight is weight and model[4][0].bias is None
+
+
 @pytest.mark.parametrize('name', ['oct_resnet26', 'oct_resnext50_32x4d', 'groupnet_small', 'resnext29_8x64d'])
-def test_channels_last_models_compute_what_nchw_models_compute_at_odd_sizes(name):
-    model = timm.create_model(name, num_classes=7).eval().double()
+def test_prepared_channels_last_models_compute_what_the_plain_models_compute_at_odd_sizes(name):
+    model = randomise_norm_stats(timm.create_model(name, num_classes=7)).double()
+    prepared = prepare_for_inference(model)
+    assert any(isinstance(m, PointwiseConv2d) for m in prepared.modules())
+    assert not any(isinstance(m, PointwiseConv2d) for m in model.modules())
     x = torch.randn(2, 3, 33, 33, dtype=torch.float64)
     with torch.no_grad():
-        nchw = model(x)
-        assert any(isinstance(m, PointwiseConv2d) for m in model.modules())
-        channels_last = model.to(memory_format=torch.channels_last)(x)  # 1x1 convs now run as GEMMs
-    torch.testing.assert_close(channels_last, nchw, rtol=1e-12, atol=1e-12)
+        expected = model(x)
+        channels_last = prepared.to(memory_format=torch.channels_last)(x)  # 1x1 convs now run as GEMMs
+    torch.testing.assert_close(channels_last, expected, rtol=1e-10, atol=1e-10)
 
 
-# ---- batch norm in place at inference ---------------------------------------------------------------------------
-
-def _batch_norm_pair(**kwargs):
-    """The package's batch norm and timm's, in eval mode with the same non-trivial state."""
-    torch.manual_seed(0)
-    ours = randomise_norm_stats(get_norm_act('batchnorm', 'relu')(10, **kwargs))
-    theirs = BatchNormAct2d(10, act_layer='relu', **kwargs).eval()
-    theirs.load_state_dict(ours.state_dict())
-    return ours, theirs
-
-
-def test_batch_norm_factory_builds_the_in_place_layer_for_timms_batch_norm_only():
-    assert get_norm_act('batchnorm', 'relu').func is InplaceBatchNormAct2d
-    for layer in (BatchNormAct2d, nn.BatchNorm2d):
-        assert type(get_norm_act(layer, 'relu')(4)) is InplaceBatchNormAct2d
+def test_batch_norm_factory_builds_timms_layer():
+    assert type(get_norm_act('batchnorm', 'relu')(4)) is BatchNormAct2d
+    assert type(get_norm_act(nn.BatchNorm2d, 'relu')(4)) is BatchNormAct2d
     assert type(get_norm_act('layernorm2d', 'relu')(4)).__name__ == 'LayerNormAct2d'
-
-
-@pytest.mark.parametrize('grad_off', [torch.no_grad, torch.inference_mode])
-@pytest.mark.parametrize('layout', ['nchw', 'channels_last', 'channel_slice'])
-def test_batch_norm_normalizes_in_place_at_inference(layout, grad_off):
-    ours, theirs = _batch_norm_pair()
-    x = torch.randn(3, 10 if layout != 'channel_slice' else 14, 5, 6)
-    if layout == 'channels_last':
-        x = x.to(memory_format=torch.channels_last)
-    elif layout == 'channel_slice':
-        x = x[:, 2:12]
-    expected = theirs(x)
-    with grad_off():
-        y = ours(x)
-    assert y.data_ptr() == x.data_ptr()  # wrote into its input
-    torch.testing.assert_close(y, expected)
-    torch.testing.assert_close(x, expected)
-
-
-def test_batch_norm_is_timms_layer_with_autograd_in_training_and_for_mixed_dtypes():
-    ours, theirs = _batch_norm_pair()
-    x = torch.randn(4, 10, 5, 5)
-    x_in = x.clone().requires_grad_()
-    y = ours(x_in)  # eval mode, autograd on: out of place, differentiable
-    y.sum().backward()
-    assert y.data_ptr() != x_in.data_ptr() and torch.equal(x_in.detach(), x) and x_in.grad is not None
-    torch.testing.assert_close(y, theirs(x))
-    with torch.no_grad():  # bfloat16 input, float32 statistics (autocast): timm's kernel, out of place
-        x_bf16 = x.bfloat16()
-        y_bf16 = ours(x_bf16)
-        assert y_bf16.data_ptr() != x_bf16.data_ptr()
-        torch.testing.assert_close(y_bf16, theirs(x_bf16))
-    ours.train(), theirs.train()
-    with torch.no_grad():  # training normalizes with batch statistics and updates the running ones
-        torch.testing.assert_close(ours(x.clone()), theirs(x))
-    torch.testing.assert_close(ours.running_mean, theirs.running_mean)
-    torch.testing.assert_close(ours.running_var, theirs.running_var)
-
-
-def test_batch_norm_without_affine_params_normalizes_in_place():
-    ours, theirs = _batch_norm_pair(affine=False)
-    x = torch.randn(2, 10, 4, 4)
-    expected = theirs(x)
-    with torch.no_grad():
-        assert ours(x).data_ptr() == x.data_ptr()
-    torch.testing.assert_close(x, expected)
-
-
-def test_batch_norm_scripts_as_timms_layer_and_traces_with_autograd_off():
-    ours, theirs = _batch_norm_pair()
-    x = torch.randn(2, 10, 4, 4)
-    with torch.no_grad():
-        traced = torch.fx.symbolic_trace(ours)  # the tensor checks are not traced as control flow
-        torch.testing.assert_close(traced(x.clone()), theirs(x))
-    scripted = torch.jit.script(ours)
-    assert type(ours) is BatchNormAct2d  # TorchScript compiles timm's forward
-    torch.testing.assert_close(scripted(x), theirs(x))
 
 
 @pytest.mark.parametrize('name', ['oct_resnet26', 'oct_resnext50_32x4d', 'octnet_mini', 'groupnet_small',
                                   'resnext29_8x64d'])
-def test_models_compute_the_same_with_autograd_off(name):
-    # in-place norms may only ever write into conv outputs that nothing else reads
+def test_models_compute_the_same_with_autograd_off_and_leave_their_input_alone(name):
     torch.manual_seed(0)
     model = randomise_norm_stats(timm.create_model(name, num_classes=7))
     x = torch.randn(2, 3, 33, 33)
@@ -312,17 +254,6 @@ def test_models_compute_the_same_with_autograd_off(name):
             torch.testing.assert_close(model.forward_intermediates(x)[1][-1],
                                        model.forward_intermediates(x.clone())[1][-1], rtol=0, atol=0)
     assert torch.equal(x, x_copy)
-
-
-def test_a_model_exports_with_autograd_off():
-    # torch.export records the in-place norm as an out= op; the exported program computes what the model does
-    torch.manual_seed(0)
-    model = randomise_norm_stats(timm.create_model('octnet_mini', num_classes=10))
-    x = torch.randn(2, 3, 33, 33)
-    expected = model(x)
-    with torch.no_grad():
-        exported = torch.export.export(model, (x,))
-        torch.testing.assert_close(exported.module()(x), expected)
 
 
 # ---- batch norm folding (timm's reparameterize_model) -----------------------------------------------------------

@@ -12,7 +12,7 @@ from timm.utils import reparameterize_model
 
 import timm_groupoct  # noqa: F401
 from timm_groupoct.cli import main
-from timm_groupoct.layers import OctaveConv2d, OctaveConvNormAct, merge_bands, split_bands, split_channels
+from timm_groupoct.layers import MergeBands, OctaveConv2d, OctaveConvNormAct, SplitBands, split_channels
 from timm_groupoct.models.octnet import checkpoint_filter_fn
 
 from helpers import randomise_norm_stats
@@ -39,7 +39,7 @@ def test_split_channels_like_the_reference(channels, alpha, expected):
 @pytest.mark.parametrize('size', [32, 33, 7])
 def test_octave_conv_shapes_every_corner(alpha_in, alpha_out, stride, size):
     conv = OctaveConv2d(16, 24, 3, alpha_in, alpha_out, stride=stride)
-    x_h, x_l = split_bands(torch.randn(2, 16, size, size), alpha_in)
+    x_h, x_l = SplitBands(alpha_in)(torch.randn(2, 16, size, size))
     y_h, y_l = conv((x_h, x_l))
     out = math.ceil(size / stride)
     assert y_h.shape == (2, 24 - int(alpha_out * 24), out, out)
@@ -73,7 +73,7 @@ def test_octave_conv_stride_2_pools_before_the_convs():
 @pytest.mark.parametrize('stride', [1, 2])
 def test_octave_conv_norm_act_reparameterize_folds_each_band(alpha_in, alpha_out, stride):
     layer = randomise_norm_stats(OctaveConvNormAct(16, 24, 3, alpha_in, alpha_out, stride)).double()
-    x = split_bands(torch.randn(2, 16, 13, 13, dtype=torch.float64), alpha_in)
+    x = SplitBands(alpha_in)(torch.randn(2, 16, 13, 13, dtype=torch.float64))
     with torch.no_grad():
         expected = layer(x)
         layer.reparameterize()
@@ -102,17 +102,17 @@ def test_odd_sizes_keep_the_bands_aligned():
 
 
 def test_odd_size_pooling_averages_the_pixels_that_exist():
-    x_h, x_l = split_bands(torch.arange(25.).view(1, 1, 5, 5).repeat(1, 2, 1, 1), 0.5)
+    x_h, x_l = SplitBands(0.5)(torch.arange(25.).view(1, 1, 5, 5).repeat(1, 2, 1, 1))
     assert x_l.shape == (1, 1, 3, 3)
     assert x_l[0, 0, 2, 2] == 24. and x_l[0, 0, 0, 0] == (0 + 1 + 5 + 6) / 4
 
 
 def test_merge_bands():
     x_h, x_l = torch.randn(1, 3, 5, 5), torch.randn(1, 2, 3, 3)
-    merged = merge_bands(x_h, x_l)
+    merged = MergeBands()((x_h, x_l))
     assert merged.shape == (1, 5, 5, 5)
     torch.testing.assert_close(merged[:, 3:, ::2, ::2], x_l)
-    assert merge_bands(x_h, x_l[:, :0]) is x_h
+    assert MergeBands()((x_h, x_l[:, :0])) is x_h
 
 
 @pytest.mark.parametrize('kwargs, message', [
@@ -144,12 +144,12 @@ def test_octnet_mini_seed_shapes():
     model = timm.create_model('octnet_mini', num_classes=10).eval()
     x = model.stem(torch.randn(2, 3, 32, 32))
     assert x.shape == (2, 64, 32, 32)
-    bands = split_bands(x, 0.5)
+    bands = SplitBands(0.5)(x)
     assert [b.shape for b in bands] == [(2, 32, 32, 32), (2, 32, 16, 16)]
     for stage in model.stages:
         bands = stage(bands)
         assert [b.shape for b in bands] == [(2, 64, 32, 32), (2, 64, 16, 16)]
-    assert merge_bands(*bands).shape == (2, 128, 32, 32)
+    assert MergeBands()(bands).shape == (2, 128, 32, 32)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 

@@ -10,6 +10,7 @@ from typing import List, Union
 import timm
 
 from . import models  # noqa: F401  (registers the models)
+from .deploy import prepare_for_inference
 
 __version__ = '0.1.0'
 

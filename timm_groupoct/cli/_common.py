@@ -5,7 +5,6 @@ import difflib
 import timm
 import torch
 import torch.nn as nn
-from timm.utils import reparameterize_model
 
 import timm_groupoct
 
@@ -36,14 +35,15 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
     """`--channels-last` and `--reparam`, the flags of timm's validate.py that make inference faster."""
     parser.add_argument('--channels-last', action='store_true', help=CHANNELS_LAST_HELP)
     parser.add_argument('--reparam', action='store_true',
-                        help="fold batch norms into the convolutions (timm's reparameterize_model): the same "
+                        help="the inference step, timm_groupoct.prepare_for_inference (batch norms folded into the "
+                             "convolutions, 1x1 convs as GEMMs under --channels-last): the same "
                              "outputs up to rounding, faster")
 
 
-def prepare_for_inference(model: nn.Module, args: argparse.Namespace) -> nn.Module:
+def apply_inference_args(model: nn.Module, args: argparse.Namespace) -> nn.Module:
     """Apply `add_inference_args`' flags to a model, in place."""
     if args.reparam:
-        model = reparameterize_model(model, inplace=True)
+        model = timm_groupoct.prepare_for_inference(model, inplace=True)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     return model

@@ -4,7 +4,7 @@ from torch.utils.data import DataLoader
 
 from ..data import load_data
 from ..train import evaluate
-from ._common import CLIError, add_inference_args, check_model_name, prepare_for_inference
+from ._common import CLIError, add_inference_args, check_model_name, apply_inference_args
 
 
 def add_parser(sub):
@@ -35,7 +35,7 @@ def run(args) -> int:
         raise CLIError(f'{name} takes {model.pretrained_cfg["input_size"][0]}-channel images into '
                        f'{model.num_classes} classes; {args.data} has {data.in_chans}-channel images in '
                        f'{len(data.class_names)} classes')
-    model = prepare_for_inference(model, args)
+    model = apply_inference_args(model, args)
     m = evaluate(model, DataLoader(data.val, batch_size=args.batch_size), channels_last=args.channels_last)
     print(f"{name} on {args.data} ({len(data.val)} images): top-1 {m['top1']:.2f}%, top-5 {m['top5']:.2f}%, "
           f"loss {m['loss']:.4f}, {m['images_per_s']:.0f} images/s")

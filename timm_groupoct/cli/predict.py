@@ -4,7 +4,7 @@ from pathlib import Path
 import timm
 
 from ..train import TrainError, predict_images
-from ._common import CLIError, add_inference_args, check_model_name, prepare_for_inference
+from ._common import CLIError, add_inference_args, check_model_name, apply_inference_args
 
 
 def add_parser(sub):
@@ -24,7 +24,7 @@ def run(args) -> int:
     if missing:
         raise CLIError(f'no such image file: {", ".join(missing)}')
     model = timm.create_model(name, pretrained=args.pretrained or name.startswith(('hf-hub:', 'local-dir:')))
-    model = prepare_for_inference(model, args)
+    model = apply_inference_args(model, args)
     try:
         results = predict_images(model, args.images, args.top_k, args.img_size)
     except TrainError as e:

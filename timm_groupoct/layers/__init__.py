@@ -1,9 +1,9 @@
 """Building blocks shared by the model families."""
 from .grouped import GroupedBottleneck, GroupedResidualBlock, resnext_width, resolve_groups, valid_groups_near
 from .norm import (
-    GROUP_NORM_CANDIDATES, ConvNormLayers, ConvNormSequential, GroupNormRuleAct, InplaceBatchNormAct2d, conv_norm_act,
+    GROUP_NORM_CANDIDATES, ConvNormLayers, ConvNormSequential, GroupNormRuleAct, conv_norm_act,
     fold_batchnorm, get_conv_norm_layers, get_norm_act, group_norm_groups)
-from .pointwise import PointwiseConv2d, pointwise_conv
+from .pointwise import PointwiseConv2d, pointwise_conv, use_pointwise_gemm
 from .octave import (
-    BandSequential, Bands, OctaveBottleneck, OctaveConv2d, OctaveConvNormAct, add_upsampled, merge_bands, pool_band,
-    split_bands, split_channels)
+    BandPool, BandSequential, Bands, BandUpsample, MergeBands, OctaveBottleneck, OctaveConv2d, OctaveConvNormAct,
+    SplitBands, split_channels)

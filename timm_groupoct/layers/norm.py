@@ -14,15 +14,12 @@ from functools import partial
 from typing import Callable, Optional, Sequence
 
 import torch
-import torch.fx
 import torch.nn as nn
-from timm.layers import BatchNormAct2d, GroupNormAct, LayerType, StdConv2d, create_conv2d, get_norm_act_layer
+from timm.layers import GroupNormAct, LayerType, StdConv2d, create_conv2d, get_norm_act_layer
 from torch.nn.utils import fuse_conv_bn_weights
 
-from .pointwise import PointwiseConv2d
-
 __all__ = [
-    'GROUP_NORM_CANDIDATES', 'group_norm_groups', 'GroupNormRuleAct', 'InplaceBatchNormAct2d', 'get_norm_act',
+    'GROUP_NORM_CANDIDATES', 'group_norm_groups', 'GroupNormRuleAct', 'get_norm_act',
     'ConvNormLayers', 'get_conv_norm_layers', 'ConvNormSequential', 'conv_norm_act', 'fold_batchnorm',
 ]
 
@@ -56,32 +53,6 @@ class GroupNormRuleAct(GroupNormAct):
         super().__init__(num_channels, num_groups=num_groups, **kwargs)
 
 
-class InplaceBatchNormAct2d(BatchNormAct2d):
-    """timm's `BatchNormAct2d` that normalizes its input in place at inference (eval mode, autograd off), as an
-    in-place activation does: (N, C, H, W) -> the same tensor, normalized (+ activated).
-
-    Every block here puts it right after a conv, whose output nothing else reads: writing back into that output
-    saves allocating (on the CPU, page-faulting in) a second activation-sized tensor per norm: 3-8% of
-    oct_resnet50's batch-8 time on a 2-core CPU. In training, with autograd on, and under TorchScript it is
-    timm's layer.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.training or torch.is_grad_enabled() or isinstance(x, torch.fx.Proxy)
-                or self.running_mean is None or self.running_var is None or x.dtype != self.running_var.dtype):
-            return super().forward(x)  # (the in-place kernel takes no mixed dtypes, e.g. bfloat16 under autocast)
-        no_stats = x.new_empty(0)  # eval mode saves no batch statistics
-        torch.ops.aten.native_batch_norm.out(
-            x, self.weight, self.bias, self.running_mean, self.running_var, False, 0., self.eps,
-            out=x, save_mean=no_stats, save_invstd=no_stats)
-        return self.act(self.drop(x))
-
-    def __prepare_scriptable__(self) -> nn.Module:
-        # TorchScript cannot compile `super().forward`: the layer becomes timm's (same state) for scripting
-        self.__class__ = BatchNormAct2d
-        return self
-
-
 def _norm_key(norm_layer: LayerType) -> Optional[str]:
     return norm_layer.replace('_', '').replace('-', '').lower() if isinstance(norm_layer, str) else None
 
@@ -108,15 +79,11 @@ def get_norm_act(norm_layer: LayerType, act_layer: Optional[LayerType]) -> Calla
         raise ValueError(
             f'unknown norm_layer {norm_layer!r}: use batchnorm, groupnorm, gnws (GroupNorm + weight '
             f'standardization), another name timm knows (layernorm2d, evonorms0, frn, ...) or a norm class') from e
-    if isinstance(layer, partial) and layer.func is BatchNormAct2d:
-        return partial(InplaceBatchNormAct2d, *layer.args, **layer.keywords)
-    return InplaceBatchNormAct2d if layer is BatchNormAct2d else layer
+    return layer
 
 
 def _plain_conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1,
                 bias: bool = False) -> nn.Module:
-    if kernel_size == 1 and stride == 1 and groups == 1:
-        return PointwiseConv2d(in_chs, out_chs, bias=bias)
     return create_conv2d(in_chs, out_chs, kernel_size, stride=stride, groups=groups, bias=bias)
 
 

@@ -7,7 +7,7 @@ included). The low band is always at ceil(H / 2): pooling rounds up and upsampli
 size, so odd sizes (33, 225, ...) keep the bands aligned.
 """
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.fx
@@ -19,7 +19,7 @@ from .grouped import resolve_groups
 from .norm import fold_batchnorm, get_conv_norm_layers
 
 __all__ = [
-    'Bands', 'split_channels', 'pool_band', 'add_upsampled', 'split_bands', 'merge_bands', 'BandSequential',
+    'Bands', 'split_channels', 'BandPool', 'BandUpsample', 'SplitBands', 'MergeBands', 'BandSequential',
     'OctaveConv2d', 'OctaveConvNormAct', 'OctaveBottleneck',
 ]
 
@@ -34,47 +34,126 @@ def split_channels(channels: int, alpha: float) -> Tuple[int, int]:
     return channels - low, low
 
 
-def pool_band(x: torch.Tensor) -> torch.Tensor:
-    """2x2 average pool, rounding odd sizes up: (N, C, H, W) -> (N, C, ceil(H / 2), ceil(W / 2)); C > 0."""
-    return F.avg_pool2d(x, 2, 2, ceil_mode=True)
-
-
 def _zeros_band(x: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
     """A band of zeros (0 channels for an empty band) with `x`'s batch size, dtype and device."""
     return x.new_zeros((x.shape[0], channels, height, width))
 
 
-def add_upsampled(x_h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """x_h + nearest-upsample(y) to x_h's size, in place on x_h.
-
-    For even sizes the upsample is a broadcast over a (H/2, 2, W/2, 2) view of x_h: no upsampled copy is made.
-    """
-    n, c, h, w = x_h.shape
-    if h % 2 == 0 and w % 2 == 0 and h == 2 * y.shape[-2] and w == 2 * y.shape[-1]:
-        x_h.view(n, c, h // 2, 2, w // 2, 2).add_(y.view(n, c, h // 2, 1, w // 2, 1))
-        return x_h
-    return x_h.add_(F.interpolate(y, size=(h, w), mode='nearest'))
+def _check_even(x: torch.Tensor, where: str) -> None:
+    if x.shape[-2] % 2 or x.shape[-1] % 2:
+        raise ValueError(
+            f'{where} was prepared for a fixed input size at which its band is even, but it got a '
+            f'{x.shape[-2]}x{x.shape[-1]} band: run the model at the input size given to prepare_for_inference, or '
+            f'prepare it with input_size=None to run at any size')
 
 
-def merge_bands(x_h: torch.Tensor, x_l: torch.Tensor) -> torch.Tensor:
-    """(high, low) -> one (N, C_h + C_l, H, W) tensor: the low band upsampled (nearest) and concatenated."""
+def _pool(x: torch.Tensor, fixed_even: bool, where: str) -> torch.Tensor:
+    """2x2 average pooling that rounds odd sizes up, each output the mean of the inputs its window covers.
+
+    An odd last row / column is padded by repeating it, which averages to the same as `ceil_mode=True` but
+    without the guard `ceil_mode` puts on symbolic sizes (`2 * ((h - 1) // 2) < h`, which `torch.export`
+    cannot prove). `fixed_even`: plain pooling, no padding."""
+    if fixed_even:
+        _check_even(x, where)
+        return F.avg_pool2d(x, 2, 2)
+    return F.avg_pool2d(F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2), mode='replicate'), 2, 2)
+
+
+def _upsample(y: torch.Tensor, like: torch.Tensor, fixed_even: bool, where: str) -> torch.Tensor:
+    """Nearest upsampling of y to like's spatial size. Nearest to an exact size repeats low-band row i at rows
+    2i and 2i + 1 (the last one only at odd sizes), in PyTorch and in ONNX `Resize` (asymmetric, floor) alike."""
+    if fixed_even:
+        _check_even(like, where)
+        return F.interpolate(y, scale_factor=2., mode='nearest')
+    return F.interpolate(y, size=like.shape[-2:], mode='nearest')
+
+
+def _split_bands(x: torch.Tensor, alpha: float, fixed_even: bool) -> Bands:
+    high, low = split_channels(x.shape[1], alpha)
+    if low == 0:
+        return x, _zeros_band(x, 0, (x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2)
+    x_h, x_l = x.split([high, low], dim=1)  # fixed sizes: exporters keep the channel counts static
+    return x_h, _pool(x_l, fixed_even, 'SplitBands')
+
+
+def _merge_bands(x_h: torch.Tensor, x_l: torch.Tensor, fixed_even: bool) -> torch.Tensor:
     if x_l.shape[1] == 0:
         return x_h
-    x_l = F.interpolate(x_l, size=x_h.shape[-2:], mode='nearest')
+    x_l = _upsample(x_l, x_h, fixed_even, 'MergeBands')
     return x_l if x_h.shape[1] == 0 else torch.cat([x_h, x_l], dim=1)
 
 
-def split_bands(x: torch.Tensor, alpha: float) -> Bands:
-    """One (N, C, H, W) tensor -> (high: first C - int(alpha * C) channels, low: the rest, pooled)."""
-    high, low = split_channels(x.shape[1], alpha)
-    x_h, x_l = x[:, :high], x[:, high:]
-    x_l = pool_band(x_l) if low > 0 else _zeros_band(x, 0, (x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2)
-    return x_h, x_l
+# Helpers that read sizes and channel counts off the tensors are leaves for torch.fx (timm's and torchvision's
+# feature extractors): fx.wrap patches them in every module that calls them by name, here.
+torch.fx.wrap('_pool')
+torch.fx.wrap('_upsample')
+torch.fx.wrap('_split_bands')
+torch.fx.wrap('_merge_bands')
 
 
-# Shape-dependent helpers are leaves for torch.fx (timm's and torchvision's feature extractors): fx.wrap patches
-# them in every module that calls them by name, so each calling module wraps them at import.
-torch.fx.wrap('add_upsampled')
+class _FixableSize(nn.Module):
+    """A band operation with a `fixed_even` switch (off by default).
+
+    `timm_groupoct.prepare_for_inference` turns it on, for a fixed input size, where every band the operation
+    sees is even. The operation then pools and upsamples by constant factors, without `ceil_mode` and without
+    reading sizes off tensors: the same numbers at those sizes, in a form that runtimes run in their blocked
+    layouts (onnxruntime's NCHWc, OpenVINO) with no shape arithmetic. An odd size then raises a ValueError.
+    """
+    fixed_even: bool
+
+    def __init__(self):
+        super().__init__()
+        self.fixed_even = False
+
+    def sized_input(self, *args) -> torch.Tensor:
+        """Of the forward's arguments, the tensor whose spatial size `fixed_even` needs to be even."""
+        raise NotImplementedError
+
+
+class BandPool(_FixableSize):
+    """2x2 average pooling of a band, rounding odd sizes up: (N, C, H, W) -> (N, C, ceil(H / 2), ceil(W / 2))."""
+
+    def sized_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _pool(x, self.fixed_even, 'BandPool')
+
+
+class BandUpsample(_FixableSize):
+    """Nearest upsampling of a low band to the size of `like` (the high band, or a tensor of its size):
+    (N, C, ceil(H / 2), ceil(W / 2)), (N, *, H, W) -> (N, C, H, W). The target size is read off `like`, so that
+    one traced or exported graph serves every input size."""
+
+    def sized_input(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return like
+
+    def forward(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return _upsample(y, like, self.fixed_even, 'BandUpsample')
+
+
+class SplitBands(_FixableSize):
+    """One (N, C, H, W) tensor -> bands (high: the first C - int(alpha * C) channels, low: the rest, pooled)."""
+
+    def __init__(self, alpha: float):
+        super().__init__()
+        self.alpha = alpha
+
+    def sized_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward(self, x: torch.Tensor) -> Bands:
+        return _split_bands(x, self.alpha, self.fixed_even)
+
+
+class MergeBands(_FixableSize):
+    """Bands -> one (N, C_h + C_l, H, W) tensor: the low band upsampled (nearest) and concatenated."""
+
+    def sized_input(self, x: Bands) -> torch.Tensor:
+        return x[0]
+
+    def forward(self, x: Bands) -> torch.Tensor:
+        return _merge_bands(x[0], x[1], self.fixed_even)
 
 
 class BandSequential(nn.Sequential):
@@ -144,12 +223,20 @@ class OctaveConv2d(nn.Module):
         self.conv_h2l = path(self.in_h, self.out_l, groups, 'H->L')
         self.conv_l2h = path(self.in_l, self.out_h, groups, 'L->H')
         self.conv_l2l = path(self.in_l, self.out_l, math.ceil(alpha_in * groups), 'L->L')
+        # one module per place that pools or upsamples: `prepare_for_inference` fixes each for the sizes it sees
+        strided = stride == 2 and self.pool_stride
+        self.pool_h = BandPool() if strided and self.in_h > 0 else None
+        self.pool_l = BandPool() if stride == 2 and self.conv_l2l is not None else None
+        self.pool_h2l = BandPool() if self.conv_h2l is not None else None
+        self.upsample = BandUpsample() if stride == 1 and self.conv_l2h is not None else None
 
-    def forward(self, x: Bands) -> Bands:
+    def forward(self, x: Bands, residual: Optional[Bands] = None) -> Bands:
+        """`residual` (bands of the output's shape), if given, is added to the output as one more term of each
+        band's sum, next to the paths' outputs: exporters then fuse every addition into a convolution."""
         x_h, x_l = x
         if self.stride == 2 and self.pool_stride:
-            if self.in_h > 0:
-                x_h = pool_band(x_h)
+            if self.pool_h is not None:
+                x_h = self.pool_h(x_h)
             else:  # an empty band only changes its spatial size
                 x_h = _zeros_band(x_h, 0, x_l.shape[-2], x_l.shape[-1])
         # sizes of the output bands
@@ -157,26 +244,44 @@ class OctaveConv2d(nn.Module):
         if not self.pool_stride:
             h, w = (h - 1) // self.stride + 1, (w - 1) // self.stride + 1
 
+        high: List[torch.Tensor] = []
         if self.conv_h2h is not None:
-            y_h = self.conv_h2h(x_h)
-        else:
-            y_h = _zeros_band(x_h, self.out_h, h, w)
+            high.append(self.conv_h2h(x_h))
         if self.conv_l2h is not None:
             y_lh = self.conv_l2h(x_l)
-            if self.stride == 2:
-                y_h = y_h.add_(y_lh)  # the unpooled low band is at the new high resolution
-            else:
-                y_h = add_upsampled(y_h, y_lh)
-
-        y_l: Optional[torch.Tensor] = None
+            # at stride 2 the unpooled low band is already at the new high resolution
+            high.append(y_lh if self.upsample is None else self.upsample(y_lh, x_h))
+        low: List[torch.Tensor] = []
         if self.conv_l2l is not None:
-            y_l = self.conv_l2l(pool_band(x_l) if self.stride == 2 else x_l)
-        if self.conv_h2l is not None:
-            y_hl = self.conv_h2l(pool_band(x_h))
-            y_l = y_hl if y_l is None else y_hl.add_(y_l)
-        if y_l is None:
-            y_l = _zeros_band(x_h, self.out_l, (h + 1) // 2, (w + 1) // 2)
+            low.append(self.conv_l2l(x_l if self.pool_l is None else self.pool_l(x_l)))
+        if self.conv_h2l is not None and self.pool_h2l is not None:
+            low.append(self.conv_h2l(self.pool_h2l(x_h)))
+        if residual is not None:  # (an empty band takes no residual; see `_add_bands`)
+            if self.out_h > 0:
+                high.append(residual[0])
+            if self.out_l > 0:
+                low.append(residual[1])
+        y_h = _sum(high) if len(high) > 0 else _zeros_band(x_h, self.out_h, h, w)
+        y_l = _sum(low) if len(low) > 0 else _zeros_band(x_h, self.out_l, (h + 1) // 2, (w + 1) // 2)
         return y_h, y_l
+
+
+def _add_bands(x: Bands, y: Bands) -> Bands:
+    """Band-wise x + y. An empty band is passed on as it is: adding 0-channel tensors would broadcast their
+    spatial sizes, which `torch.export` then guards on (it specializes sizes equal to 1)."""
+    return (x[0] if x[0].shape[1] == 0 else x[0] + y[0]), (x[1] if x[1].shape[1] == 0 else x[1] + y[1])
+
+
+torch.fx.wrap('_add_bands')
+
+
+def _sum(terms: List[torch.Tensor]) -> torch.Tensor:
+    """terms[0] + (terms[1] + (...)): the first term, a conv output, takes the sum of the others last, the
+    order in which runtimes fuse an addition into the conv that produces one of its inputs."""
+    out = terms[-1]
+    for i in range(len(terms) - 2, -1, -1):
+        out = terms[i] + out
+    return out
 
 
 class OctaveConvNormAct(nn.Module):
@@ -185,6 +290,7 @@ class OctaveConvNormAct(nn.Module):
     `reparameterize()` (called by timm's `reparameterize_model`) folds batch norms into the convolutions for
     inference; `bn_h` / `bn_l` then hold only the activation.
     """
+    shortcut_in_conv: bool
 
     def __init__(
             self,
@@ -207,6 +313,7 @@ class OctaveConvNormAct(nn.Module):
         norm_act = get_conv_norm_layers(norm_layer, act_layer).norm_act
         self.bn_h = norm_act(self.conv.out_h, apply_act=apply_act) if self.conv.out_h > 0 else None
         self.bn_l = norm_act(self.conv.out_l, apply_act=apply_act) if self.conv.out_l > 0 else None
+        self.shortcut_in_conv = False
 
     def reparameterize(self) -> None:
         conv = self.conv
@@ -215,13 +322,20 @@ class OctaveConvNormAct(nn.Module):
             self.bn_h = fold_batchnorm(self.bn_h, [p for p in (conv.conv_l2h, conv.conv_h2h) if p is not None])
         if self.bn_l is not None:
             self.bn_l = fold_batchnorm(self.bn_l, [p for p in (conv.conv_l2l, conv.conv_h2l) if p is not None])
+        # with nothing left between the conv and a shortcut, the conv adds the shortcut in its own sums
+        self.shortcut_in_conv = all(bn is None or isinstance(bn, nn.Identity) for bn in (self.bn_h, self.bn_l))
 
-    def forward(self, x: Bands) -> Bands:
+    def forward(self, x: Bands, shortcut: Optional[Bands] = None) -> Bands:
+        """Bands -> Bands, plus `shortcut` (added after the norms) if given."""
+        if self.shortcut_in_conv:
+            return self.conv(x, shortcut)
         y_h, y_l = self.conv(x)
         if self.bn_h is not None:
             y_h = self.bn_h(y_h)
         if self.bn_l is not None:
             y_l = self.bn_l(y_l)
+        if shortcut is not None:
+            y_h, y_l = _add_bands((y_h, y_l), shortcut)
         return y_h, y_l
 
 
@@ -275,8 +389,9 @@ class OctaveBottleneck(nn.Module):
 
     def forward(self, x: Bands) -> Bands:
         shortcut = x if self.downsample is None else self.downsample(x)
-        y_h, y_l = self.conv3(self.conv2(self.conv1(x)))
+        y = self.conv2(self.conv1(x))
         if self.drop_path_rate > 0. and self.training:
-            y_h, y_l = self._drop_path(y_h, y_l)
-        # conv3's outputs are fresh tensors: add the shortcut in place
-        return self.act(y_h.add_(shortcut[0])), self.act(y_l.add_(shortcut[1]))
+            y_h, y_l = _add_bands(self._drop_path(*self.conv3(y)), shortcut)
+        else:
+            y_h, y_l = self.conv3(y, shortcut)
+        return self.act(y_h), self.act(y_l)

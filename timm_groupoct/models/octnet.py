@@ -15,14 +15,10 @@ from timm.layers import LayerType
 from timm.models import generate_default_cfgs, register_model
 
 from ..layers import (
-    BandSequential, Bands, OctaveBottleneck, OctaveConvNormAct, merge_bands, resnext_width, split_bands)
+    BandSequential, Bands, MergeBands, OctaveBottleneck, OctaveConvNormAct, SplitBands, resnext_width)
 from ._family import StagedClassifier, build_model, default_cfg, stage_strides
 
 __all__ = ['OctNet', 'checkpoint_filter_fn']
-
-# leaves for torch.fx: they read channel counts and sizes off the tensors
-torch.fx.wrap('split_bands')
-torch.fx.wrap('merge_bands')
 
 
 class OctNet(StagedClassifier):
@@ -75,7 +71,6 @@ class OctNet(StagedClassifier):
         for name, a in (('alpha', alpha), ('stem_alpha', stem_alpha), ('last_alpha', last_alpha)):
             if not 0. <= a <= 1.:
                 raise ValueError(f'{name} must be in [0, 1], got {a}')
-        self.stem_alpha = stem_alpha
         stem_stride = self.init_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
 
         # a network with no low band anywhere is the vanilla one, strided convs included
@@ -102,16 +97,18 @@ class OctNet(StagedClassifier):
             stages.append(BandSequential(*blocks))
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f'stages.{i}'))
         self.stages = BandSequential(*stages)
+        self.split = SplitBands(stem_alpha)
+        self.merge = MergeBands()
 
         self.num_features = in_chs
         self.init_head(num_classes, global_pool, drop_rate)
         self.init_weights(zero_init_last=zero_init_last)
 
     def enter_stages(self, x: torch.Tensor) -> Bands:
-        return split_bands(x, self.stem_alpha)
+        return self.split(x)
 
     def stage_output(self, x: Bands) -> torch.Tensor:
-        return merge_bands(x[0], x[1])
+        return self.merge(x)
 
 
 # ---- weights of the reference implementation and of timm's vanilla ResNe(X)ts ------------------------------------
