@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # Two CPU threads: the size of the machines CI and newcomers run on.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: venv test demo clean
+.PHONY: venv test test-heavy demo clean
 
 venv: $(VENV)/.installed
 
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# every model through every export path at 224, 225, 160 and its default size (hours on 2 cores)
+test-heavy: venv
+	$(PY) -m pytest -q tests -m heavy
 
 DEMO := runs/demo
 

@@ -4,6 +4,10 @@
     python benchmarks/runtimes.py --runtimes onnxruntime openvino --rounds 20
     python benchmarks/runtimes.py --reference DIR          # adds d-li14/octconv.pytorch's oct_resnet50
                                                            # (DIR holds its oct_resnet.py and octconv.py)
+    python benchmarks/runtimes.py --profile                # per model: the ONNX file's and onnxruntime's
+                                                           # optimized graph's node counts per op type, and
+                                                           # ms per op type in onnxruntime's profiler and in
+                                                           # OpenVINO's per-layer counters (batch 1)
 
 Every model goes through the same path in each runtime, the one a user takes:
 
@@ -22,7 +26,9 @@ previous model's threads), and the table gives the median over rounds. Ratios ar
 runtime; "best" compares each model's fastest runtime with ResNet-50's fastest.
 """
 import argparse
+import collections
 import importlib
+import json
 import statistics
 import sys
 import tempfile
@@ -111,6 +117,46 @@ def time_models(runners: Dict[str, Callable], x: torch.Tensor, rounds: int, call
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def profile(models: Dict[str, nn.Module], input_size, threads: int, workdir: Path, calls: int = 10) -> None:
+    """Print, per model, node counts per op type (the exported ONNX file, and onnxruntime's optimized graph) and
+    ms per op type (onnxruntime's profiler, OpenVINO's per-layer counters), at batch 1."""
+    import onnx
+    import onnxruntime as ort
+    import openvino as ov
+    x = torch.randn(1, *input_size).numpy()
+    for i, (name, model) in enumerate(models.items()):
+        path = export_onnx(model, workdir / f'p{i}.onnx', input_size)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.enable_profiling = True
+        options.profile_file_prefix = str(workdir / f'ort{i}')
+        options.optimized_model_filepath = str(workdir / f'p{i}.opt.onnx')
+        session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+        for _ in range(calls):
+            session.run(None, {session.get_inputs()[0].name: x})
+        ort_ms = collections.Counter()
+        for event in json.loads(Path(session.end_profiling()).read_text()):
+            if event.get('cat') == 'Node' and event['name'].endswith('_kernel_time'):
+                ort_ms[event['args']['op_name']] += event['dur'] / 1e3 / calls
+        compiled = ov.Core().compile_model(str(export_openvino(model, workdir / f'p{i}.xml', input_size)), 'CPU', {
+            'INFERENCE_PRECISION_HINT': 'f32', 'INFERENCE_NUM_THREADS': threads, 'PERF_COUNT': True})
+        request = compiled.create_infer_request()
+        ov_ms = collections.Counter()
+        for _ in range(calls):
+            request.infer({0: x})
+            for layer in request.get_profiling_info():
+                if layer.status == layer.Status.EXECUTED:
+                    ov_ms[layer.node_type] += layer.real_time.total_seconds() * 1e3 / calls
+        exported = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node if n.op_type != 'Constant')
+        optimized = collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+        print(f'\n{name}')
+        for title, counts, unit in (('ONNX file nodes', exported, ''), ('onnxruntime graph nodes', optimized, ''),
+                                    ('onnxruntime ms', ort_ms, 'ms'), ('OpenVINO ms', ov_ms, 'ms')):
+            total = sum(counts.values())
+            cells = ', '.join(f'{op} {v:.2f}' if unit else f'{op} {v}' for op, v in counts.most_common())
+            print(f'  {title} ({total:.1f}{unit}): {cells}' if unit else f'  {title} ({total}): {cells}')
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--runtimes', nargs='+', choices=RUNTIMES, default=list(RUNTIMES))
@@ -121,6 +167,7 @@ def main(argv=None) -> None:
     parser.add_argument('--rounds', type=int, default=10, help='rounds per runtime and batch size (median)')
     parser.add_argument('--calls', type=int, default=3, help='calls of a model per round (the first is not timed)')
     parser.add_argument('--reference', default=None, help='folder with the reference oct_resnet.py / octconv.py')
+    parser.add_argument('--profile', action='store_true', help='node counts and ms per op type instead of timings')
     args = parser.parse_args(argv)
     if args.calls < 2:
         parser.error('--calls must be at least 2 (the first call of each turn is not timed)')
@@ -129,6 +176,10 @@ def main(argv=None) -> None:
     input_size = (3, args.img_size, args.img_size)
 
     models = build_models(args)
+    if args.profile:
+        with tempfile.TemporaryDirectory() as workdir:
+            profile(models, input_size, args.threads, Path(workdir))
+        return
     flops = {name: gflops(m, args.img_size) for name, m in models.items()}
     ms: Dict[tuple, float] = {}
     with tempfile.TemporaryDirectory() as workdir:

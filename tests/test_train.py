@@ -388,3 +388,65 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_one(tmp_path)
     with _replacing(path) as tmp:
         tmp.write_text('new')
     assert path.read_text() == 'new' and list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize('fmt, runtimes', [('onnx', ['onnxruntime', 'openvino']), ('openvino', ['openvino'])])
+def test_export_a_runtime_file_then_eval_and_predict_with_it(tmp_path, capsys, fmt, runtimes):
+    import json
+    from timm_groupoct.data import save_digit_images
+    out = tmp_path / 'run'
+    main(['train', '--model', 'octnet_mini', '--epochs', '1', '--output', str(out)] + TINY)
+    folder = out / 'export'
+    capsys.readouterr()
+    assert main(['export', 'octnet_mini', '--checkpoint', str(out / 'best.pth'), '--out', str(folder),
+                 '--format', fmt]) == 0
+    printed = capsys.readouterr().out
+    spec = json.loads((folder / 'runtime.json').read_text())
+    file = {'onnx': 'model.onnx', 'openvino': 'openvino_model.xml'}[fmt]
+    assert re.search(rf'wrote {re.escape(str(folder / file))} \(\w+, 8x8, any batch\) .* max abs diff \S+', printed)
+    # the input spec is the trained one (config.json), not the architecture's default
+    assert spec['input_size'] == [1, 8, 8] and spec['mean'] == [0.5] and spec['std'] == [0.5]
+    assert spec['file'] == file and spec['dynamic_batch'] and not spec['dynamic_size']
+    assert spec['max_abs_diff'] <= 1e-4
+    images = [str(p) for p in save_digit_images(tmp_path / 'samples', 3)]
+    assert main(['eval', '--model', f'local-dir:{folder}', '--data', 'digits']) == 0
+    assert main(['predict', '--model', f'local-dir:{folder}', '--top-k', '1'] + images) == 0
+    eager = capsys.readouterr().out.splitlines()
+    for runtime in runtimes:
+        assert main(['eval', '--model', f'local-dir:{folder}', '--data', 'digits', '--runtime', runtime]) == 0
+        assert main(['predict', '--model', f'local-dir:{folder}', '--top-k', '1', '--runtime', runtime] + images) == 0
+        got = capsys.readouterr().out.splitlines()
+        top1_5 = [re.search(r'top-1 (\S+)%, top-5 (\S+)%', line).groups() for line in (got[0], eager[0])]
+        assert top1_5[0] == top1_5[1] and _loss(got[0]) == pytest.approx(_loss(eager[0]), abs=1e-4)
+        assert [line.split(': ')[1].split()[0] for line in got[1:]] == [line.split(': ')[1].split()[0]
+                                                                         for line in eager[1:]]
+
+
+def test_runtime_flag_errors(tmp_path, capsys):
+    out = tmp_path / 'run'
+    main(['train', '--model', 'octnet_mini', '--epochs', '1', '--output', str(out)] + TINY)
+    folder = out / 'export'
+    main(['export', 'octnet_mini', '--checkpoint', str(out / 'best.pth'), '--out', str(folder)])
+    capsys.readouterr()
+    cases = [
+        (['eval', '--model', 'octnet_mini', '--runtime', 'onnxruntime'], 'give --model local-dir:DIR'),
+        (['eval', '--model', f'local-dir:{folder}', '--runtime', 'onnxruntime'], 'has no runtime file'),
+        (['export', 'octnet_mini', '--checkpoint', str(out / 'best.pth'), '--out', str(folder), '--dynamic-size'],
+         'add --format onnx or --format openvino'),
+        (['export', 'octnet_mini', '--checkpoint', str(out / 'best.pth'), '--out', str(folder), '--format',
+          'openvino', '--dynamo'], 'they do nothing with --format openvino'),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err
+    assert main(['export', 'octnet_mini', '--checkpoint', str(out / 'best.pth'), '--out', str(folder),
+                 '--format', 'openvino']) == 0
+    capsys.readouterr()
+    for argv, message in [
+        (['eval', '--model', f'local-dir:{folder}', '--runtime', 'onnxruntime'], 'which onnxruntime does not run'),
+        (['eval', '--model', f'local-dir:{folder}', '--runtime', 'openvino', '--img-size', '16'],
+         'the runtime file takes 8x8 images, not --img-size 16'),
+        (['eval', '--model', f'local-dir:{folder}', '--runtime', 'openvino', '--reparam'], 'drop them with --runtime'),
+    ]:
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err

@@ -12,6 +12,8 @@ runtimes; `export_onnx` / `export_openvino` apply it and check the file they wri
     logits = session(images)
 """
 import copy
+import json
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -19,12 +21,12 @@ import torch
 import torch.nn as nn
 from timm.utils import reparameterize_model
 
-from .layers import use_pointwise_gemm
+from .layers import fold_weight_standardization, use_pointwise_gemm
 from .layers.octave import _FixableSize
 
 __all__ = [
     'RUNTIMES', 'prepare_for_inference', 'fix_band_sizes', 'export_onnx', 'export_openvino', 'load_runtime',
-    'RuntimeModel', 'max_abs_diff', 'ExportError',
+    'RuntimeModel', 'max_abs_diff', 'ExportError', 'write_runtime_files', 'load_exported',
 ]
 
 PathLike = Union[str, Path]
@@ -42,7 +44,8 @@ def prepare_for_inference(model: nn.Module, input_size: Optional[Sequence[int]] 
     outputs, faster.
 
     - Batch norms are folded into the convolutions (timm's `reparameterize_model`; every block of this package
-      has a `reparameterize` hook). GroupNorm models keep their norms.
+      has a `reparameterize` hook). GroupNorm models keep their norms; weight-standardized convs get their
+      standardized weights (`fold_weight_standardization`).
     - Stride-1 1x1 convs become `PointwiseConv2d`: a GEMM on channels_last CPU tensors, the plain conv otherwise
       (and in every export, which traces NCHW tensors).
     - With `input_size` (C, H, W), octave models are fixed to that size (`fix_band_sizes`): pooling and
@@ -54,6 +57,7 @@ def prepare_for_inference(model: nn.Module, input_size: Optional[Sequence[int]] 
     for inference only: folded convs no longer normalize with batch statistics in training.
     """
     model = reparameterize_model(model.eval(), inplace=inplace)
+    fold_weight_standardization(model)
     use_pointwise_gemm(model)
     if input_size is not None:
         fix_band_sizes(model, input_size)
@@ -83,7 +87,7 @@ def fix_band_sizes(model: nn.Module, input_size: Sequence[int]) -> List[str]:
             h.remove()
     fixed = []
     for m, is_even in even.items():
-        m.fixed_even = is_even
+        m.fixed_even, m.where = is_even, ops[m]
         if is_even:
             fixed.append(ops[m])
     return fixed
@@ -131,7 +135,12 @@ def export_onnx(
     axes = {0: 'batch'} if dynamic_batch else {}
     if dynamic_size:
         axes.update({2: 'height', 3: 'width'})
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer warns where the model reads channel counts and sizes off tensors: the file is checked
+        # numerically instead (write_runtime_files, the tests at even and odd sizes)
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        warnings.filterwarnings('ignore', 'You are using the legacy TorchScript-based ONNX export',
+                                DeprecationWarning)  # (timm's onnx_export.py default too; dynamo=True for the other)
         if dynamo:
             dims = {0: torch.export.Dim('batch')} if dynamic_batch else {}
             if dynamic_size:
@@ -200,7 +209,8 @@ def export_openvino(
                              *([-1, -1] if dynamic_size else input_size[1:])])
     if isinstance(model, nn.Module):
         model = _for_export(model, input_size, dynamic_size, prepare)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter('ignore', torch.jit.TracerWarning)
             ov_model = ov.convert_model(model, example_input=_example(model, input_size, 1), input=[shape])
     else:
         ov_model = ov.convert_model(str(model), input=[shape])
@@ -231,19 +241,24 @@ def runtime_of(path: PathLike) -> str:
     raise ValueError(f'{path}: not a runtime model file (.onnx for onnxruntime, .xml for OpenVINO)')
 
 
-class RuntimeModel:
+class RuntimeModel(nn.Module):
     """A model file in its runtime, called like the torch model: (N, C, H, W) float tensor -> output tensor.
 
     `runtime`: 'onnxruntime' (.onnx) or 'openvino' (.xml or .onnx). OpenVINO runs in float32
     (INFERENCE_PRECISION_HINT f32: on CPUs with bfloat16 support it would otherwise pick bfloat16).
-    `threads`: intra-op threads (default: the runtime's).
+    `threads`: intra-op threads (default: the runtime's). `pretrained_cfg` (timm's) and `num_classes`, when
+    given, make it usable where timm's data-config helpers expect a model (`load_exported` sets them).
     """
 
-    def __init__(self, path: PathLike, runtime: Optional[str] = None, threads: Optional[int] = None):
+    def __init__(self, path: PathLike, runtime: Optional[str] = None, threads: Optional[int] = None,
+                 pretrained_cfg: Optional[Dict] = None):
+        super().__init__()
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f'no model file {self.path}')
         self.runtime = runtime or runtime_of(self.path)
+        self.pretrained_cfg = dict(pretrained_cfg or {})
+        self.num_classes = self.pretrained_cfg.get('num_classes')
         rt = _import_runtime(self.runtime)
         if self.runtime == 'onnxruntime':
             options = rt.SessionOptions()
@@ -260,12 +275,12 @@ class RuntimeModel:
             request = compiled.create_infer_request()
             self._run = lambda x: request.infer({0: x})[0]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._run(x.detach().to('cpu', torch.float32).contiguous().numpy())
-        return torch.from_numpy(out.copy())
+        return torch.from_numpy(out.copy()).to(x.device)
 
-    def __repr__(self) -> str:
-        return f'RuntimeModel({str(self.path)!r}, runtime={self.runtime!r})'
+    def extra_repr(self) -> str:
+        return f'{str(self.path)!r}, runtime={self.runtime!r}'
 
 
 def load_runtime(path: PathLike, runtime: Optional[str] = None, threads: Optional[int] = None) -> RuntimeModel:
@@ -282,3 +297,99 @@ def max_abs_diff(reference: Callable[[torch.Tensor], torch.Tensor], candidate: C
     if got.shape != expected.shape:
         raise ExportError(f'the exported model returns shape {tuple(got.shape)}, the model {tuple(expected.shape)}')
     return (got - expected).abs().max().item(), expected.abs().max().item()
+
+
+# ---- runtime files in an exported folder ------------------------------------------------------------------------
+
+RUNTIME_SPEC = 'runtime.json'
+RUNTIME_FILES = {'onnx': 'model.onnx', 'openvino': 'openvino_model.xml'}
+
+
+def write_runtime_files(
+        model: nn.Module,
+        folder: PathLike,
+        fmt: str,
+        img_size: Optional[int] = None,
+        dynamic_batch: bool = True,
+        dynamic_size: bool = False,
+        dynamo: bool = False,
+        opset: Optional[int] = None,
+) -> Dict:
+    """Export `model` into `folder` (beside its model.safetensors / config.json) as `model.onnx` (fmt 'onnx') or
+    `openvino_model.xml` + `.bin` ('openvino'), check the file against the eager model on random input, and
+    record what the file takes in `folder/runtime.json`; returns that record.
+
+    The record holds the file, its runtime, the input size (the folder's config.json input size, or `img_size`
+    square; fixed unless `dynamic_size`), the batch and size dynamics, the preprocessing (mean, std,
+    interpolation, crop_pct of config.json, else of the model's pretrained cfg), the exporter, and the measured
+    max abs difference. Raises ExportError when the file's outputs differ from eager by more than
+    1e-4 x max(1, max |output|).
+    """
+    if fmt not in RUNTIME_FILES:
+        raise ValueError(f"format must be one of {', '.join(RUNTIME_FILES)}, got {fmt!r}")
+    folder = Path(folder)
+    config = folder / 'config.json'
+    cfg = _read_json(config).get('pretrained_cfg', {}) if config.is_file() else dict(model.pretrained_cfg)
+    input_size = tuple(cfg.get('input_size', (3, 224, 224)))
+    if img_size is not None:
+        input_size = (input_size[0], img_size, img_size)
+    input_size = _check_input_size(input_size)
+    path = folder / RUNTIME_FILES[fmt]
+    kwargs = dict(dynamic_batch=dynamic_batch, dynamic_size=dynamic_size)
+    if fmt == 'onnx':
+        export_onnx(model, path, input_size, dynamo=dynamo, opset=opset, **kwargs)
+    else:
+        export_openvino(model, path, input_size, **kwargs)
+    runtime = runtime_of(path)
+    x = torch.randn(2 if dynamic_batch else 1, *input_size)
+    diff, scale = max_abs_diff(model.eval(), RuntimeModel(path, runtime), x)
+    tolerance = 1e-4 * max(1., scale)
+    if not diff <= tolerance:  # (NaN fails too)
+        raise ExportError(f'{path} computes something else than the model: max abs diff {diff:.3g} on random '
+                          f'input {tuple(x.shape)}, over the tolerance {tolerance:.3g}')
+    spec = {
+        'format': fmt, 'file': path.name, 'runtime': runtime, 'input_name': INPUT_NAME, 'output_name': OUTPUT_NAME,
+        'input_size': list(input_size), 'dynamic_batch': dynamic_batch, 'dynamic_size': dynamic_size,
+        **{k: cfg[k] for k in ('mean', 'std', 'interpolation', 'crop_pct', 'crop_mode', 'num_classes') if k in cfg},
+        'exporter': 'openvino.convert_model' if fmt == 'openvino' else
+                    'torch.onnx (dynamo)' if dynamo else 'torch.onnx (torchscript)',
+        'inference_step': 'timm_groupoct.prepare_for_inference',
+        'max_abs_diff': diff, 'checked_input': list(x.shape),
+    }
+    (folder / RUNTIME_SPEC).write_text(json.dumps(spec, indent=2) + '\n')
+    return spec
+
+
+def _read_json(path: Path) -> Dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ExportError(f'cannot read {path}: {e}') from e
+
+
+def load_exported(folder: PathLike, runtime: str, threads: Optional[int] = None) -> RuntimeModel:
+    """The runtime file of an exported folder (`write_runtime_files`) as a `RuntimeModel` for `runtime`, with the
+    folder's pretrained cfg (label names included) and, for a fixed-size file, its input size."""
+    _import_runtime(runtime)
+    folder = Path(folder)
+    spec_path, config_path = folder / RUNTIME_SPEC, folder / 'config.json'
+    if not spec_path.is_file():
+        raise ExportError(f'{folder} has no runtime file ({RUNTIME_SPEC} is missing): write one with '
+                          f'`timm-groupoct export MODEL --checkpoint CKPT --out {folder} --format onnx` '
+                          f'(or --format openvino)')
+    spec = _read_json(spec_path)
+    config = _read_json(config_path) if config_path.is_file() else {}
+    # OpenVINO reads ONNX files too; onnxruntime needs one
+    candidates = [RUNTIME_FILES['openvino'], spec['file']] if runtime == 'openvino' else [RUNTIME_FILES['onnx']]
+    path = next((folder / c for c in candidates if (folder / c).is_file() and (
+        runtime == 'openvino' or c.endswith('.onnx'))), None)
+    if path is None:
+        raise ExportError(f'{folder} holds {spec["file"]}, which {runtime} does not run: export --format '
+                          f'{"onnx" if runtime == "onnxruntime" else "openvino"} into it')
+    cfg = dict(config.get('pretrained_cfg', {}))
+    for key in ('num_classes', 'label_names'):
+        if key in config:
+            cfg[key] = config[key]
+    if not spec.get('dynamic_size'):
+        cfg['input_size'] = tuple(spec['input_size'])
+    return RuntimeModel(path, runtime, threads, pretrained_cfg=cfg)

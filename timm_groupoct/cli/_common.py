@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 import timm_groupoct
+from timm_groupoct.deploy import RUNTIMES, ExportError, load_exported
 
 
 CHANNELS_LAST_HELP = 'run in channels_last memory format (on the CPU much faster for octave models)'
@@ -32,7 +33,11 @@ def check_model_name(name: str) -> str:
 
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:
-    """`--channels-last` and `--reparam`, the flags of timm's validate.py that make inference faster."""
+    """`--channels-last` and `--reparam`, the flags of timm's validate.py that make inference faster, and
+    `--runtime`, which runs an exported runtime file instead of the torch model."""
+    parser.add_argument('--runtime', choices=RUNTIMES, default=None,
+                        help="run the runtime file of a folder written by `timm-groupoct export --format onnx|"
+                             "openvino` (--model local-dir:DIR) in onnxruntime or OpenVINO, not the torch model")
     parser.add_argument('--channels-last', action='store_true', help=CHANNELS_LAST_HELP)
     parser.add_argument('--reparam', action='store_true',
                         help="the inference step, timm_groupoct.prepare_for_inference (batch norms folded into the "
@@ -40,8 +45,25 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
                              "outputs up to rounding, faster")
 
 
-def apply_inference_args(model: nn.Module, args: argparse.Namespace) -> nn.Module:
-    """Apply `add_inference_args`' flags to a model, in place."""
+def load_for_inference(name: str, args: argparse.Namespace) -> nn.Module:
+    """The model the inference flags ask for: the torch model (weights loaded for --pretrained, hf-hub: and
+    local-dir:) after --reparam / --channels-last, or with --runtime the folder's runtime file."""
+    if args.runtime:
+        if not name.startswith('local-dir:'):
+            raise CLIError(f'--runtime runs the file in a folder that `timm-groupoct export --format onnx|openvino` '
+                           f'wrote: give --model local-dir:DIR, got {name!r}')
+        if args.reparam or args.channels_last:
+            raise CLIError('--reparam and --channels-last change the torch model; a runtime file was exported '
+                           'after the inference step already: drop them with --runtime')
+        try:
+            return load_exported(name[len('local-dir:'):], args.runtime)
+        except (ExportError, ImportError, FileNotFoundError) as e:
+            raise CLIError(str(e)) from e
+    pretrained = getattr(args, 'pretrained', False) or name.startswith(('hf-hub:', 'local-dir:'))
+    try:
+        model = timm.create_model(name, pretrained=pretrained)
+    except (ValueError, RuntimeError) as e:  # what timm and this package raise for bad weights
+        raise CLIError(str(e)) from e
     if args.reparam:
         model = timm_groupoct.prepare_for_inference(model, inplace=True)
     if args.channels_last:

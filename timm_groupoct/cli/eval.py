@@ -1,10 +1,9 @@
 """`timm-groupoct eval --model NAME|hf-hub:...|local-dir:... --data digits|DIR|torch/...`: top-1/top-5, loss, img/s."""
-import timm
 from torch.utils.data import DataLoader
 
 from ..data import load_data
 from ..train import evaluate
-from ._common import CLIError, add_inference_args, check_model_name, apply_inference_args
+from ._common import CLIError, add_inference_args, check_model_name, load_for_inference
 
 
 def add_parser(sub):
@@ -23,19 +22,21 @@ def add_parser(sub):
 
 def run(args) -> int:
     name = check_model_name(args.model)
-    pretrained = args.pretrained or name.startswith(('hf-hub:', 'local-dir:'))
+    model = load_for_inference(name, args)
+    input_size = model.pretrained_cfg['input_size']
+    if args.runtime and args.img_size and args.img_size != input_size[-1]:
+        raise CLIError(f'the runtime file takes {input_size[-1]}x{input_size[-1]} images, not --img-size '
+                       f'{args.img_size}: export it with --img-size {args.img_size} or --dynamic-size')
     try:
-        model = timm.create_model(name, pretrained=pretrained)
         arch = model.pretrained_cfg.get('architecture', name)
         data = load_data(args.data, arch, args.img_size or model.pretrained_cfg['input_size'][-1],
                          root=args.data_dir, val_split=args.val_split)
-    except (ValueError, RuntimeError) as e:  # DataError, and what timm raises for bad weights
+    except ValueError as e:  # DataError
         raise CLIError(str(e)) from e
     if model.num_classes != len(data.class_names) or model.pretrained_cfg['input_size'][0] != data.in_chans:
         raise CLIError(f'{name} takes {model.pretrained_cfg["input_size"][0]}-channel images into '
                        f'{model.num_classes} classes; {args.data} has {data.in_chans}-channel images in '
                        f'{len(data.class_names)} classes')
-    model = apply_inference_args(model, args)
     m = evaluate(model, DataLoader(data.val, batch_size=args.batch_size), channels_last=args.channels_last)
     print(f"{name} on {args.data} ({len(data.val)} images): top-1 {m['top1']:.2f}%, top-5 {m['top5']:.2f}%, "
           f"loss {m['loss']:.4f}, {m['images_per_s']:.0f} images/s")

@@ -1,10 +1,9 @@
 """`timm-groupoct predict --model NAME|hf-hub:...|local-dir:... IMAGE...`: top-k classes with probabilities."""
 from pathlib import Path
 
-import timm
 
 from ..train import TrainError, predict_images
-from ._common import CLIError, add_inference_args, check_model_name, apply_inference_args
+from ._common import CLIError, add_inference_args, check_model_name, load_for_inference
 
 
 def add_parser(sub):
@@ -23,8 +22,10 @@ def run(args) -> int:
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise CLIError(f'no such image file: {", ".join(missing)}')
-    model = timm.create_model(name, pretrained=args.pretrained or name.startswith(('hf-hub:', 'local-dir:')))
-    model = apply_inference_args(model, args)
+    model = load_for_inference(name, args)
+    if args.runtime and args.img_size and args.img_size != model.pretrained_cfg['input_size'][-1]:
+        raise CLIError(f'the runtime file takes {model.pretrained_cfg["input_size"][-1]}-pixel images, not '
+                       f'--img-size {args.img_size}')
     try:
         results = predict_images(model, args.images, args.top_k, args.img_size)
     except TrainError as e:

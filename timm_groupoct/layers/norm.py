@@ -15,12 +15,14 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import GroupNormAct, LayerType, StdConv2d, create_conv2d, get_norm_act_layer
 from torch.nn.utils import fuse_conv_bn_weights
 
 __all__ = [
     'GROUP_NORM_CANDIDATES', 'group_norm_groups', 'GroupNormRuleAct', 'get_norm_act',
     'ConvNormLayers', 'get_conv_norm_layers', 'ConvNormSequential', 'conv_norm_act', 'fold_batchnorm',
+    'fold_weight_standardization',
 ]
 
 GROUP_NORM_CANDIDATES = (32, 16, 8, 4, 2, 1)
@@ -134,6 +136,28 @@ def fold_batchnorm(norm: nn.Module, convs: Sequence[nn.Conv2d]) -> nn.Module:
             conv.bias = bias.requires_grad_(weight.requires_grad)  # torch leaves a new bias frozen
     act = getattr(norm, 'act', None)
     return act if act is not None else nn.Identity()
+
+
+@torch.no_grad()
+def fold_weight_standardization(model: nn.Module) -> nn.Module:
+    """Replace, in place, every timm `StdConv2d` by an `nn.Conv2d` holding the standardized weight it convolves
+    with (as StdConv2d standardizes it, per output channel: zero mean, unit variance, eps); returns `model`.
+
+    For inference: a fixed weight standardizes to the same tensor at every call, so this removes the work, and
+    the standardization subgraph, from the forward. Training the result no longer standardizes.
+    """
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is StdConv2d:
+                conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                 child.padding, child.dilation, child.groups, bias=child.bias is not None,
+                                 device=child.weight.device, dtype=child.weight.dtype)
+                conv.weight.copy_(F.batch_norm(child.weight.reshape(1, child.out_channels, -1), None, None,
+                                               training=True, momentum=0., eps=child.eps).reshape_as(child.weight))
+                if child.bias is not None:
+                    conv.bias.copy_(child.bias)
+                setattr(module, name, conv)
+    return model
 
 
 class ConvNormSequential(nn.Sequential):

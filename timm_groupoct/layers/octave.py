@@ -68,18 +68,18 @@ def _upsample(y: torch.Tensor, like: torch.Tensor, fixed_even: bool, where: str)
     return F.interpolate(y, size=like.shape[-2:], mode='nearest')
 
 
-def _split_bands(x: torch.Tensor, alpha: float, fixed_even: bool) -> Bands:
+def _split_bands(x: torch.Tensor, alpha: float, fixed_even: bool, where: str) -> Bands:
     high, low = split_channels(x.shape[1], alpha)
     if low == 0:
         return x, _zeros_band(x, 0, (x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2)
     x_h, x_l = x.split([high, low], dim=1)  # fixed sizes: exporters keep the channel counts static
-    return x_h, _pool(x_l, fixed_even, 'SplitBands')
+    return x_h, _pool(x_l, fixed_even, where)
 
 
-def _merge_bands(x_h: torch.Tensor, x_l: torch.Tensor, fixed_even: bool) -> torch.Tensor:
+def _merge_bands(x_h: torch.Tensor, x_l: torch.Tensor, fixed_even: bool, where: str) -> torch.Tensor:
     if x_l.shape[1] == 0:
         return x_h
-    x_l = _upsample(x_l, x_h, fixed_even, 'MergeBands')
+    x_l = _upsample(x_l, x_h, fixed_even, where)
     return x_l if x_h.shape[1] == 0 else torch.cat([x_h, x_l], dim=1)
 
 
@@ -100,10 +100,12 @@ class _FixableSize(nn.Module):
     layouts (onnxruntime's NCHWc, OpenVINO) with no shape arithmetic. An odd size then raises a ValueError.
     """
     fixed_even: bool
+    where: str
 
     def __init__(self):
         super().__init__()
         self.fixed_even = False
+        self.where = type(self).__name__  # `fix_band_sizes` sets the module's name, for the error message
 
     def sized_input(self, *args) -> torch.Tensor:
         """Of the forward's arguments, the tensor whose spatial size `fixed_even` needs to be even."""
@@ -117,7 +119,7 @@ class BandPool(_FixableSize):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _pool(x, self.fixed_even, 'BandPool')
+        return _pool(x, self.fixed_even, self.where)
 
 
 class BandUpsample(_FixableSize):
@@ -129,7 +131,7 @@ class BandUpsample(_FixableSize):
         return like
 
     def forward(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return _upsample(y, like, self.fixed_even, 'BandUpsample')
+        return _upsample(y, like, self.fixed_even, self.where)
 
 
 class SplitBands(_FixableSize):
@@ -143,7 +145,7 @@ class SplitBands(_FixableSize):
         return x
 
     def forward(self, x: torch.Tensor) -> Bands:
-        return _split_bands(x, self.alpha, self.fixed_even)
+        return _split_bands(x, self.alpha, self.fixed_even, self.where)
 
 
 class MergeBands(_FixableSize):
@@ -153,7 +155,7 @@ class MergeBands(_FixableSize):
         return x[0]
 
     def forward(self, x: Bands) -> torch.Tensor:
-        return _merge_bands(x[0], x[1], self.fixed_even)
+        return _merge_bands(x[0], x[1], self.fixed_even, self.where)
 
 
 class BandSequential(nn.Sequential):
