@@ -19,10 +19,14 @@ Every model goes through the same path in each runtime, the one a user takes:
   H x W, dynamic batch, the inference step applied), run by onnxruntime's CPU provider with its defaults.
 - openvino: `timm_groupoct.deploy.export_openvino` from the torch model (`--format openvino`), float32.
 
+Files are timed in fresh processes (`time_runtime_file.py`: 3 warm-up calls, then the median of `--calls`),
+the models taking turns, `--rounds` times: a runtime's idle threads (onnxruntime's spin after each run) would
+otherwise compete with the next session's on 2 cores.
+
 Weights and batch-norm statistics are random but non-trivial (a zero-initialised layer would export as
-shared zero weights and run faster than a trained one). In each runtime the models take turns: every round
-calls each model `--calls` times in a row and keeps the mean of all calls but the first (which pays for the
-previous model's threads), and the table gives the median over rounds. Ratios are to ResNet-50 in the same
+shared zero weights and run faster than a trained one). In eager mode and compiled, the models take turns in one
+process: every round calls each model `--calls` times in a row and keeps the mean of all calls but the first, and
+the table gives the median over rounds. Ratios are to ResNet-50 in the same
 runtime; "best" compares each model's fastest runtime with ResNet-50's fastest.
 """
 import argparse
@@ -30,6 +34,7 @@ import collections
 import importlib
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +48,7 @@ from torch.fx.experimental.optimization import fuse as fx_fuse_conv_bn
 from torch.utils.flop_counter import FlopCounterMode
 
 import timm_groupoct
-from timm_groupoct.deploy import RuntimeModel, export_onnx, export_openvino
+from timm_groupoct.deploy import export_onnx, export_openvino
 
 RUNTIMES = ('eager', 'compile', 'onnxruntime', 'openvino')
 
@@ -85,20 +90,35 @@ def eager_model(model: nn.Module, input_size) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def runners_for(runtime: str, models: Dict[str, nn.Module], input_size, threads: int,
-                workdir: Path) -> Dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+def eager_runners(runtime: str, models: Dict[str, nn.Module], input_size) -> Dict[str, Callable]:
     runners = {}
-    for i, (name, model) in enumerate(models.items()):
-        if runtime in ('eager', 'compile'):
-            fast = eager_model(model, input_size)
-            if runtime == 'compile':
-                fast = torch.compile(fast)
-            runners[name] = lambda x, m=fast: m(x.contiguous(memory_format=torch.channels_last))
-        elif runtime == 'onnxruntime':
-            runners[name] = RuntimeModel(export_onnx(model, workdir / f'{i}.onnx', input_size), threads=threads)
-        else:
-            runners[name] = RuntimeModel(export_openvino(model, workdir / f'{i}.xml', input_size), threads=threads)
+    for name, model in models.items():
+        fast = eager_model(model, input_size)
+        if runtime == 'compile':
+            fast = torch.compile(fast)
+        runners[name] = lambda x, m=fast: m(x.contiguous(memory_format=torch.channels_last))
     return runners
+
+
+def export_files(runtime: str, models: Dict[str, nn.Module], input_size, workdir: Path) -> Dict[str, Path]:
+    """Each model as `timm-groupoct export --format onnx|openvino` writes it (fixed size, dynamic batch)."""
+    export = export_onnx if runtime == 'onnxruntime' else export_openvino
+    suffix = '.onnx' if runtime == 'onnxruntime' else '.xml'
+    return {name: export(model, workdir / f'{i}{suffix}', input_size) for i, (name, model) in enumerate(models.items())}
+
+
+def time_files(files: Dict[str, Path], batch_size: int, rounds: int, calls: int, threads: int) -> Dict[str, float]:
+    """Median over rounds of each file's median seconds per call, each timed in a fresh process
+    (time_runtime_file.py), the files taking turns."""
+    times: Dict[str, List[float]] = {k: [] for k in files}
+    for _ in range(rounds):
+        for name, path in files.items():
+            out = subprocess.run(
+                [sys.executable, str(Path(__file__).with_name('time_runtime_file.py')), str(path), '--batch-size',
+                 str(batch_size), '--threads', str(threads), '--calls', str(calls)],
+                capture_output=True, text=True, check=True)
+            times[name].append(float(out.stdout.split()[-1]) / 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def time_models(runners: Dict[str, Callable], x: torch.Tensor, rounds: int, calls: int) -> Dict[str, float]:
@@ -164,8 +184,10 @@ def main(argv=None) -> None:
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8])
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--rounds', type=int, default=10, help='rounds per runtime and batch size (median)')
-    parser.add_argument('--calls', type=int, default=3, help='calls of a model per round (the first is not timed)')
+    parser.add_argument('--rounds', type=int, default=5, help='rounds per runtime and batch size (median)')
+    parser.add_argument('--calls', type=int, default=3,
+                        help='eager / compile: calls of a model per round (the first is not timed); runtime files: '
+                             'timed calls per process (at least 5)')
     parser.add_argument('--reference', default=None, help='folder with the reference oct_resnet.py / octconv.py')
     parser.add_argument('--profile', action='store_true', help='node counts and ms per op type instead of timings')
     args = parser.parse_args(argv)
@@ -184,12 +206,17 @@ def main(argv=None) -> None:
     ms: Dict[tuple, float] = {}
     with tempfile.TemporaryDirectory() as workdir:
         for runtime in args.runtimes:
-            runners = runners_for(runtime, models, input_size, args.threads, Path(workdir))
+            if runtime in ('eager', 'compile'):
+                runners = eager_runners(runtime, models, input_size)
+            else:
+                files = export_files(runtime, models, input_size, Path(workdir))
             for batch_size in args.batch_sizes:
-                x = torch.randn(batch_size, *input_size)
-                for name, t in time_models(runners, x, args.rounds, args.calls).items():
+                if runtime in ('eager', 'compile'):
+                    median = time_models(runners, torch.randn(batch_size, *input_size), args.rounds, args.calls)
+                else:
+                    median = time_files(files, batch_size, args.rounds, max(args.calls, 5), args.threads)
+                for name, t in median.items():
                     ms[(name, runtime, batch_size)] = t * 1e3
-            del runners
 
     print(f'torch {torch.__version__}, timm {timm.__version__}, {args.threads} threads, {args.img_size}x'
           f'{args.img_size}, median of {args.rounds} rounds; ms and ratio to resnet50 in the same runtime')

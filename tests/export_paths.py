@@ -43,15 +43,7 @@ def grad_mode(enabled: bool):
     return contextlib.nullcontext() if enabled else torch.no_grad()
 
 
-def onnx_torchscript(model, size, sizes, dynamic: str = 'static', grad: bool = True):
-    return _onnx(model, size, sizes, dynamic, grad, dynamo=False)
-
-
-def onnx_dynamo(model, size, sizes, dynamic: str = 'static', grad: bool = True):
-    return _onnx(model, size, sizes, dynamic, grad, dynamo=True)
-
-
-def _onnx(model, size, sizes, dynamic, grad, dynamo):
+def onnx_export(model, size, sizes, dynamic: str = 'static', grad: bool = True, dynamo: bool = False):
     """`torch.onnx.export` called directly, as users call it; run in onnxruntime."""
     import onnxruntime as ort
     chans = model.pretrained_cfg['input_size'][0]
@@ -75,15 +67,7 @@ def _onnx(model, size, sizes, dynamic, grad, dynamo):
     return _compare(model, lambda t: session.run(None, {'x': t.numpy()})[0], _inputs(model, run_sizes, batch))
 
 
-def openvino_from_torch(model, size, sizes, dynamic: str = 'batch', grad: bool = True):
-    return _openvino(model, size, sizes, dynamic, grad, from_onnx=False)
-
-
-def openvino_from_onnx(model, size, sizes, dynamic: str = 'batch', grad: bool = True):
-    return _openvino(model, size, sizes, dynamic, grad, from_onnx=True)
-
-
-def _openvino(model, size, sizes, dynamic, grad, from_onnx):
+def openvino_convert(model, size, sizes, dynamic: str = 'batch', grad: bool = True, from_onnx: bool = False):
     """`openvino.convert_model` of the torch model or of its ONNX file, in float32."""
     import openvino as ov
     chans = model.pretrained_cfg['input_size'][0]

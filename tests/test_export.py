@@ -24,20 +24,20 @@ from helpers import randomise_norm_stats
 MODELS = timm_groupoct.list_models()
 # (path, with autograd on): in `make test` every model takes each of these once, in both autograd modes overall
 CHEAP = {
-    'onnx-ts-size': (functools.partial(paths.onnx_torchscript, dynamic='size'), False),
+    'onnx-ts-size': (functools.partial(paths.onnx_export, dynamic='size'), False),
     'jit-trace': (paths.jit_trace, True),
 }
 OTHERS = {
-    'onnx-ts-static': functools.partial(paths.onnx_torchscript, dynamic='static'),
-    'openvino-onnx-size': functools.partial(paths.openvino_from_onnx, dynamic='size'),
+    'onnx-ts-static': functools.partial(paths.onnx_export, dynamic='static'),
+    'openvino-onnx-size': functools.partial(paths.openvino_convert, dynamic='size', from_onnx=True),
 }
 COSTLY = {
-    'onnx-ts-batch': functools.partial(paths.onnx_torchscript, dynamic='batch'),
-    'onnx-dynamo-static': functools.partial(paths.onnx_dynamo, dynamic='static'),
-    'onnx-dynamo-batch': functools.partial(paths.onnx_dynamo, dynamic='batch'),
-    'onnx-dynamo-size': functools.partial(paths.onnx_dynamo, dynamic='size'),
-    'openvino-torch-batch': functools.partial(paths.openvino_from_torch, dynamic='batch'),
-    'openvino-torch-size': functools.partial(paths.openvino_from_torch, dynamic='size'),
+    'onnx-ts-batch': functools.partial(paths.onnx_export, dynamic='batch'),
+    'onnx-dynamo-static': functools.partial(paths.onnx_export, dynamic='static', dynamo=True),
+    'onnx-dynamo-batch': functools.partial(paths.onnx_export, dynamic='batch', dynamo=True),
+    'onnx-dynamo-size': functools.partial(paths.onnx_export, dynamic='size', dynamo=True),
+    'openvino-torch-batch': functools.partial(paths.openvino_convert, dynamic='batch'),
+    'openvino-torch-size': functools.partial(paths.openvino_convert, dynamic='size'),
     'torch-export': paths.torch_export,
 }
 ALL_PATHS = {**{k: fn for k, (fn, _) in CHEAP.items()}, **OTHERS, **COSTLY, 'torch-compile': paths.torch_compile}

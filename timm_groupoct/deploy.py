@@ -26,7 +26,7 @@ from .layers.octave import _FixableSize
 
 __all__ = [
     'RUNTIMES', 'prepare_for_inference', 'fix_band_sizes', 'export_onnx', 'export_openvino', 'load_runtime',
-    'RuntimeModel', 'max_abs_diff', 'ExportError', 'write_runtime_files', 'load_exported',
+    'RuntimeModel', 'runtime_of', 'max_abs_diff', 'ExportError', 'write_runtime_files', 'load_exported',
 ]
 
 PathLike = Union[str, Path]
@@ -56,7 +56,7 @@ def prepare_for_inference(model: nn.Module, input_size: Optional[Sequence[int]] 
     The result exports (ONNX, OpenVINO, torch.jit.trace, torch.export, torch.compile) like the plain model. It is
     for inference only: folded convs no longer normalize with batch statistics in training.
     """
-    model = reparameterize_model(model.eval(), inplace=inplace)
+    model = reparameterize_model((model if inplace else copy.deepcopy(model)).eval(), inplace=True)
     fold_weight_standardization(model)
     use_pointwise_gemm(model)
     if input_size is not None:
@@ -147,7 +147,7 @@ def export_onnx(
                 dims.update({2: torch.export.Dim('height', min=2), 3: torch.export.Dim('width', min=2)})
             program = torch.onnx.export(
                 model, (x,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=({k: v for k, v in dims.items()},) if dims else None, opset_version=opset)
+                dynamic_shapes=(dims,) if dims else None, opset_version=opset)
             program.save(str(path))
         else:
             torch.onnx.export(
@@ -246,8 +246,9 @@ class RuntimeModel(nn.Module):
 
     `runtime`: 'onnxruntime' (.onnx) or 'openvino' (.xml or .onnx). OpenVINO runs in float32
     (INFERENCE_PRECISION_HINT f32: on CPUs with bfloat16 support it would otherwise pick bfloat16).
-    `threads`: intra-op threads (default: the runtime's). `pretrained_cfg` (timm's) and `num_classes`, when
-    given, make it usable where timm's data-config helpers expect a model (`load_exported` sets them).
+    `threads`: intra-op threads (default: the runtime's). `pretrained_cfg` (timm's, with `num_classes`) makes it
+    usable where timm's data-config helpers and this package's evaluation expect a model (`load_exported` sets
+    it from the exported folder).
     """
 
     def __init__(self, path: PathLike, runtime: Optional[str] = None, threads: Optional[int] = None,

@@ -10,7 +10,6 @@ import re
 from typing import Dict, Optional, Sequence
 
 import torch
-import torch.fx
 from timm.layers import LayerType
 from timm.models import generate_default_cfgs, register_model
 
