@@ -5,6 +5,7 @@ arbitrary unpickling. A folder written here (`model.safetensors` + timm's `confi
 `timm.create_model('local-dir:DIR', pretrained=True)`, or from the Hub once uploaded.
 """
 import importlib
+import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -35,8 +36,19 @@ def convert_checkpoint(model_name: str, checkpoint: PathLike, out_dir: PathLike,
     `CheckpointError` naming the file and the first mismatching keys; nothing is written then.
     """
     model = _model_from_checkpoint(model_name, load_checkpoint(checkpoint), checkpoint, **model_kwargs)
-    save_for_hf(model, str(out_dir), safe_serialization=True)
+    _save_folder(model, out_dir)
     return model
+
+
+def _save_folder(model: torch.nn.Module, out_dir: PathLike, **kwargs) -> None:
+    """timm's `save_for_hf` (model.safetensors + config.json), with config.json's `model_args` free of
+    `num_classes`: the top-level `num_classes` already carries it for timm, and transformers' TimmWrapper passes
+    `num_classes` itself, so a second one in `model_args` fails there ("got multiple values")."""
+    save_for_hf(model, str(out_dir), safe_serialization=True, **kwargs)
+    config_path = Path(out_dir) / 'config.json'
+    config = json.loads(config_path.read_text())
+    config.get('model_args', {}).pop('num_classes', None)
+    config_path.write_text(json.dumps(config, indent=2) + '\n')
 
 
 def _model_from_checkpoint(model_name: str, state_dict: Dict[str, torch.Tensor], source: PathLike,
@@ -87,8 +99,7 @@ def export_for_hub(
         metrics['top1'] = float(meta['metric'])
     out_dir = Path(out_dir)
     model_config = {'label_names': list(label_names)} if label_names else None
-    save_for_hf(model, str(out_dir), model_config=model_config, safe_serialization=True,
-                data_config=meta.get('data_config'))
+    _save_folder(model, out_dir, model_config=model_config, data_config=meta.get('data_config'))
     in_chans = model.get_submodule(model.pretrained_cfg['first_conv']).weight.shape[1]
     report = model_report(model, (in_chans, *model.pretrained_cfg['input_size'][1:]), name=model_name)
     card = out_dir / 'README.md'
