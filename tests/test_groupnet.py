@@ -87,7 +87,7 @@ def test_imagenet_variants(name, params, params_10, gflops):
     assert report.total_params == params
     assert round(report.total_gflops, 3) == gflops
     assert report.levels[-1].shape == (model.num_features, 7, 7)
-    assert [lv.reduction for lv in report.levels] == [4, 4, 8, 16, 32]
+    assert [lv.reduction for lv in report.levels] == [2, 4, 8, 16, 32]
     assert n_params(timm.create_model(name, num_classes=10)) == params_10
 
 
@@ -119,7 +119,7 @@ def test_configuration_errors(kwargs, message):
 
 
 @pytest.mark.parametrize('stem_stride, strides, reductions', [
-    (1, (2, 2, 2), [1, 2, 4, 8]), (2, (2, 2, 2), [2, 4, 8, 16]), (4, (1, 2, 2), [4, 4, 8, 16])])
+    (1, (2, 2, 2), [1, 2, 4, 8]), (2, (2, 2, 2), [2, 4, 8, 16]), (4, (1, 2, 2), [2, 4, 8, 16])])
 def test_strides_set_reductions(stem_stride, strides, reductions):
     model = GroupNet(depths=(1, 1, 1), widths=(32, 64, 128), stem_width=16, groups=4, stem_stride=stem_stride,
                      strides=strides, num_classes=5).eval()
@@ -190,7 +190,7 @@ def test_features_only(out_indices):
 
 def test_features_only_modules_exist():
     model = timm.create_model('groupnet_tiny')
-    assert [f['module'] for f in model.feature_info] == ['stem', 'stages.0', 'stages.1', 'stages.2', 'stages.3']
+    assert [f['module'] for f in model.feature_info] == ['stem.0', 'stages.0', 'stages.1', 'stages.2', 'stages.3']
     for f in model.feature_info:
         model.get_submodule(f['module'])
 

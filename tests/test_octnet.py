@@ -218,9 +218,9 @@ def test_alpha_0_is_the_vanilla_network(ours, theirs):
 def test_features_only_gives_merged_tensors_per_stage():
     model = timm.create_model('oct_resnet26', features_only=True).eval()
     assert model.feature_info.channels() == [64, 256, 512, 1024, 2048]
-    assert model.feature_info.reduction() == [4, 4, 8, 16, 32]
+    assert model.feature_info.reduction() == [2, 4, 8, 16, 32]
     feats = model(torch.randn(1, 3, 96, 96))
-    assert [tuple(f.shape[1:]) for f in feats] == [(64, 24, 24), (256, 24, 24), (512, 12, 12), (1024, 6, 6),
+    assert [tuple(f.shape[1:]) for f in feats] == [(64, 48, 48), (256, 24, 24), (512, 12, 12), (1024, 6, 6),
                                                    (2048, 3, 3)]
 
 

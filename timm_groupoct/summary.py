@@ -1,7 +1,8 @@
 """Shape and cost report of a model: what seed 000 prints by hand, for any timm model with `feature_info`.
 
-One row per feature level (the model's `feature_info`: stem and stages), with its output shape, parameters and
-GFLOPs; then the rest (head), the totals, and every grouped convolution with its group count. FLOPs are
+One row per feature level (the model's `feature_info`: stem and stages), with its output shape, and the
+parameters and GFLOPs of its part of the network (for a level inside the stem, the whole stem); then the rest
+(head), the totals, and every grouped convolution with its group count. FLOPs are
 counted by `torch.utils.flop_counter` (one multiply-add = 2 FLOPs, the convention of the ResNeXt and OctConv
 papers' "FLOPs" in timm's tables: ResNet-50 is 8.2 GFLOPs at 224 px).
 """
@@ -92,6 +93,12 @@ def _level_shapes(model: nn.Module, infos: List[dict], x: torch.Tensor) -> List[
     return [shapes[info['module']] for info in infos]
 
 
+def _segment(level_module: str) -> str:
+    """The part of the network a level's row counts: the level's module, or the whole stem for a level inside
+    it (timm ResNet's stride-2 stem level `stem.0`: the rest of the stem runs before the first stage)."""
+    return 'stem' if level_module.startswith('stem.') else level_module
+
+
 def model_report(model: nn.Module, input_size: Sequence[int], name: Optional[str] = None) -> ModelReport:
     """Run one image of `input_size` (C, H, W) through `model` (in eval mode) and report it."""
     if len(input_size) != 3:
@@ -115,8 +122,8 @@ def model_report(model: nn.Module, input_size: Sequence[int], name: Optional[str
             module=info['module'],
             shape=shape,
             reduction=info['reduction'],
-            params=count_params(model.get_submodule(info['module'])),
-            gflops=flops.get(f'{prefix}.{info["module"]}', 0) / 1e9,
+            params=count_params(model.get_submodule(_segment(info['module']))),
+            gflops=flops.get(f'{prefix}.{_segment(info["module"])}', 0) / 1e9,
         )
         for info, shape in zip(infos, shapes)
     ]

@@ -3,10 +3,10 @@ import argparse
 import sys
 from typing import List, Optional
 
-from . import convert, eval, experiment, export, info, list_cmd, predict, train
+from . import convert, eval, experiment, export, info, list_cmd, predict, timm_script, train
 from ._common import CLIError
 
-SUBCOMMANDS = (list_cmd, info, train, eval, predict, export, convert, experiment)
+SUBCOMMANDS = (list_cmd, info, train, eval, predict, export, convert, experiment, timm_script)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,4 +6,4 @@ from .norm import (
 from .pointwise import PointwiseConv2d, pointwise_conv, use_pointwise_gemm
 from .octave import (
     BandPool, BandSequential, Bands, BandUpsample, MergeBands, OctaveBottleneck, OctaveConv2d, OctaveConvNormAct,
-    SplitBands, split_channels)
+    OctaveStage, SplitBands, split_channels)

@@ -83,11 +83,13 @@ class GroupedBottleneck(nn.Module):
             norm_layer: LayerType = 'batchnorm',
             act_layer: LayerType = 'relu',
             drop_path_rate: float = 0.,
+            dilation: int = 1,
             where: str = 'GroupedBottleneck',
     ):
         """
         Args:
             mid_chs: width of the grouped 3x3; default `round(out_chs * bottleneck_ratio)` (GroupNet's rule).
+            dilation: of the grouped 3x3 (`output_stride` below 32).
             adjust_groups: lower `groups` to a divisor of `mid_chs` (with a warning) instead of raising.
             where: the block's name in the model, used in error messages.
         """
@@ -99,7 +101,7 @@ class GroupedBottleneck(nn.Module):
 
         self.conv1 = layers.conv(in_chs, mid_chs, 1)
         self.bn1 = layers.norm_act(mid_chs)
-        self.conv2 = layers.conv(mid_chs, mid_chs, 3, stride=stride, groups=self.groups)
+        self.conv2 = layers.conv(mid_chs, mid_chs, 3, stride=stride, groups=self.groups, dilation=dilation)
         self.bn2 = layers.norm_act(mid_chs)
         self.conv3 = layers.conv(mid_chs, out_chs, 1)
         self.bn3 = layers.norm_act(out_chs, apply_act=False)
@@ -142,6 +144,7 @@ class GroupedResidualBlock(nn.Module):
             norm_layer: LayerType = 'batchnorm',
             act_layer: LayerType = 'relu',
             drop_path_rate: float = 0.,
+            dilation: int = 1,
             where: str = 'GroupedResidualBlock',
     ):
         super().__init__()
@@ -150,7 +153,7 @@ class GroupedResidualBlock(nn.Module):
             math.gcd(in_chs, out_chs), groups, adjust_groups,
             where=f'{where} (3x3 grouped conv {in_chs} -> {out_chs}; groups must divide both, so their gcd)')
         layers = get_conv_norm_layers(norm_layer, act_layer)
-        self.conv1 = layers.conv(in_chs, out_chs, 3, stride=stride, groups=self.groups)
+        self.conv1 = layers.conv(in_chs, out_chs, 3, stride=stride, groups=self.groups, dilation=dilation)
         self.bn1 = layers.norm_act(out_chs)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
         self.downsample = _projection(in_chs, out_chs, stride, layers)

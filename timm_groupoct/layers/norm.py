@@ -85,18 +85,18 @@ def get_norm_act(norm_layer: LayerType, act_layer: Optional[LayerType]) -> Calla
 
 
 def _plain_conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1,
-                bias: bool = False) -> nn.Module:
-    return create_conv2d(in_chs, out_chs, kernel_size, stride=stride, groups=groups, bias=bias)
+                bias: bool = False, dilation: int = 1) -> nn.Module:
+    return create_conv2d(in_chs, out_chs, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias)
 
 
 def _std_conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1,
-              bias: bool = False) -> nn.Module:
-    return StdConv2d(in_chs, out_chs, kernel_size, stride=stride, groups=groups, bias=bias)
+              bias: bool = False, dilation: int = 1) -> nn.Module:
+    return StdConv2d(in_chs, out_chs, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias)
 
 
 @dataclass(frozen=True)
 class ConvNormLayers:
-    """What a norm choice builds: `conv(in, out, k, stride=1, groups=1, bias=False)` and
+    """What a norm choice builds: `conv(in, out, k, stride=1, groups=1, bias=False, dilation=1)` and
     `norm_act(chs, apply_act=True)`."""
     conv: Callable[..., nn.Module]
     norm_act: Callable[..., nn.Module]

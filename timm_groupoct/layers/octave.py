@@ -20,7 +20,7 @@ from .norm import fold_batchnorm, get_conv_norm_layers
 
 __all__ = [
     'Bands', 'split_channels', 'BandPool', 'BandUpsample', 'SplitBands', 'MergeBands', 'BandSequential',
-    'OctaveConv2d', 'OctaveConvNormAct', 'OctaveBottleneck',
+    'OctaveStage', 'OctaveConv2d', 'OctaveConvNormAct', 'OctaveBottleneck',
 ]
 
 Bands = Tuple[torch.Tensor, torch.Tensor]
@@ -167,6 +167,33 @@ class BandSequential(nn.Sequential):
         return x
 
 
+# torch.fx symbolic tracing only (`is_fx_tracing` is also true under torch.export, and older torch has only it)
+_is_fx_symbolic_tracing = getattr(torch.fx._symbolic_trace, 'is_fx_symbolic_tracing',
+                                  torch.fx._symbolic_trace.is_fx_tracing)
+
+
+class OctaveStage(BandSequential):
+    """The blocks of one stage: Bands -> Bands.
+
+    Under torch.fx symbolic tracing the stage also records, as its last node, its output merged into one map.
+    torchvision's `create_feature_extractor` and timm's `features_only=True, feature_cls='fx'`, asked for the
+    stage by name, return a module's last node: so they return that merged map, the one `forward_intermediates`
+    gives, not the last op of the low band. Eager mode, scripting and the other tracers never run it.
+    """
+
+    def forward(self, x: Bands) -> Bands:
+        for module in self:
+            x = module(x)
+        if not torch.jit.is_scripting():
+            self._record_feature_map(x)
+        return x
+
+    @torch.jit.unused
+    def _record_feature_map(self, x: Bands) -> None:
+        if _is_fx_symbolic_tracing():
+            _merge_bands(x[0], x[1], False, 'OctaveStage')
+
+
 class OctaveConv2d(nn.Module):
     """Octave convolution: y_h = H->H(x_h) + up(L->H(x_l)), y_l = L->L(x_l) + H->L(pool(x_h)).
 
@@ -193,12 +220,14 @@ class OctaveConv2d(nn.Module):
             bias: bool = False,
             pool_stride: bool = True,
             norm_layer: LayerType = 'batchnorm',
+            dilation: int = 1,
             where: str = 'OctaveConv2d',
     ):
         """
         Args:
             norm_layer: only picks the conv type ('gnws' -> weight-standardized convs); the norm itself is
                 `OctaveConvNormAct`'s.
+            dilation: of every path, both bands alike (`output_stride` below 32).
         """
         super().__init__()
         if stride not in (1, 2):
@@ -218,7 +247,7 @@ class OctaveConv2d(nn.Module):
                 return None
             g = resolve_groups(math.gcd(cin, cout), path_groups, where=f'{where} {name} ({cin} -> {cout} channels)',
                                can_adjust=False)
-            return conv(cin, cout, kernel_size, stride=path_stride, groups=g, bias=bias)
+            return conv(cin, cout, kernel_size, stride=path_stride, groups=g, bias=bias, dilation=dilation)
 
         self.conv_h2h = path(self.in_h, self.out_h, math.ceil(groups - alpha_in * groups), 'H->H',
                              path_stride=1 if self.pool_stride else stride)
@@ -307,11 +336,12 @@ class OctaveConvNormAct(nn.Module):
             pool_stride: bool = True,
             norm_layer: LayerType = 'batchnorm',
             act_layer: LayerType = 'relu',
+            dilation: int = 1,
             where: str = 'OctaveConvNormAct',
     ):
         super().__init__()
         self.conv = OctaveConv2d(in_chs, out_chs, kernel_size, alpha_in, alpha_out, stride, groups,
-                                 pool_stride=pool_stride, norm_layer=norm_layer, where=where)
+                                 pool_stride=pool_stride, norm_layer=norm_layer, dilation=dilation, where=where)
         norm_act = get_conv_norm_layers(norm_layer, act_layer).norm_act
         self.bn_h = norm_act(self.conv.out_h, apply_act=apply_act) if self.conv.out_h > 0 else None
         self.bn_l = norm_act(self.conv.out_l, apply_act=apply_act) if self.conv.out_l > 0 else None
@@ -362,13 +392,18 @@ class OctaveBottleneck(nn.Module):
             norm_layer: LayerType = 'batchnorm',
             act_layer: LayerType = 'relu',
             drop_path_rate: float = 0.,
+            dilation: int = 1,
             where: str = 'OctaveBottleneck',
     ):
+        """
+        Args:
+            dilation: of the 3x3 octave conv (`output_stride` below 32).
+        """
         super().__init__()
         kw = dict(pool_stride=pool_stride, norm_layer=norm_layer, act_layer=act_layer)
         self.conv1 = OctaveConvNormAct(in_chs, mid_chs, 1, alpha_in, alpha_out, where=f'{where}.conv1', **kw)
         self.conv2 = OctaveConvNormAct(mid_chs, mid_chs, 3, alpha_out, alpha_out, stride, groups,
-                                       where=f'{where}.conv2', **kw)
+                                       dilation=dilation, where=f'{where}.conv2', **kw)
         self.conv3 = OctaveConvNormAct(mid_chs, out_chs, 1, alpha_out, alpha_out, apply_act=False,
                                        where=f'{where}.conv3', **kw)
         self.downsample: Optional[nn.Module] = None

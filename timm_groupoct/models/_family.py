@@ -1,5 +1,8 @@
 """What the families share: the timm model API of a staged classifier, and a builder that refuses to return a
 randomly initialised model for `pretrained=True`."""
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -10,13 +13,13 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import LayerType, create_classifier
 from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models._builder import resolve_pretrained_cfg
-from timm.models._features import feature_take_indices
+from timm.models._features import FeatureGetterNet, feature_take_indices
 
 from ..layers import conv_norm_act, get_conv_norm_layers
 from ._weights import check_state_dict_fits, fetch_hub_weights, load_checkpoint, weights_file_in
 
 __all__ = ['default_cfg', 'build_model', 'check_num_classes', 'make_stem', 'resolve_stem_stride', 'stage_strides',
-           'StagedClassifier']
+           'StagePlan', 'plan_stages', 'StagedClassifier', 'StagedFeatureGetterNet']
 
 # in the order timm's loader prefers them
 _WEIGHT_SOURCES = ('state_dict', 'file', 'hf_hub_id', 'url')
@@ -87,8 +90,9 @@ def build_model(
         **kwargs,
 ) -> nn.Module:
     """`build_model_with_cfg` for a `StagedClassifier` configured with `depths`: `features_only` goes through
-    `forward_intermediates` (levels: the stem, then each stage), and `pretrained=True` where the resolved cfg
-    names no weights is an error."""
+    `forward_intermediates` (levels: the stem, then each stage), `pretrained=True` where the resolved cfg names no
+    weights is an error, and `device` / `dtype` (timm's `create_model` arguments) place the model: it is built
+    on `device` (the meta device included), then cast to `dtype`."""
     if pretrained:
         source, cfg = _weights_source(variant, kwargs)
         pretrained_filter_fn = _checked_filter(pretrained_filter_fn, source, cfg)
@@ -96,9 +100,14 @@ def build_model(
         if state_dict is not None:  # read here, safely and with errors that name the file; timm takes it as is
             kwargs['pretrained_cfg_overlay'] = dict(
                 kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict, source='')
-    feature_cfg = dict(feature_cls='getter', out_indices=tuple(range(len(kwargs['depths']) + 1)))
-    model = build_model_with_cfg(
-        model_cls, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=pretrained_filter_fn, **kwargs)
+    feature_cfg = dict(feature_cls=StagedFeatureGetterNet, out_indices=tuple(range(len(kwargs['depths']) + 1)))
+    device, dtype = kwargs.pop('device', None), kwargs.pop('dtype', None)
+    with torch.device(device) if device is not None else nullcontext():
+        model = build_model_with_cfg(
+            model_cls, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=pretrained_filter_fn,
+            **kwargs)
+    if dtype is not None:
+        model.to(dtype=dtype)
     if pretrained:
         for m in (model, getattr(model, 'model', None)):  # loaded: keep no second reference, restore the source
             if isinstance(getattr(m, 'pretrained_cfg', None), dict):
@@ -160,6 +169,49 @@ def stage_strides(depths: Sequence[int], widths: Sequence[int], strides: Optiona
     return strides
 
 
+@dataclass(frozen=True)
+class StagePlan:
+    """How one stage is built: its first block's stride, the dilation of its 3x3 convs (`first_dilation` for the
+    first block's), the network's reduction after it, and its blocks' drop-path rates."""
+    stride: int
+    dilation: int
+    first_dilation: int
+    reduction: int
+    drop_path_rates: Tuple[float, ...]
+
+
+def plan_stages(depths: Sequence[int], strides: Sequence[int], stem_stride: int, output_stride: Optional[int],
+                drop_path_rate: float) -> List[StagePlan]:
+    """Each stage's stride and dilation for `output_stride` (None: no dilation), as timm's ResNet does it: once
+    the network's stride reaches `output_stride`, the stages after stop striding and dilate by the stride they
+    would have taken instead. Drop-path rates rise linearly over all blocks, from 0 to `drop_path_rate`."""
+    natural = stem_stride * math.prod(strides)
+    reachable = sorted({stem_stride * math.prod(strides[:i + 1]) for i in range(len(strides))})
+    if output_stride is not None and output_stride not in reachable:
+        raise ValueError(f'output_stride must be one of {", ".join(map(str, reachable))} for this model (its '
+                         f'stages end at these strides; {natural} without dilation), got {output_stride!r}')
+    output_stride = output_stride or natural
+    rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()  # (not on a meta device)
+    plans, net_stride, dilation, start = [], stem_stride, 1, 0
+    for depth, stride in zip(depths, strides):
+        first_dilation = dilation
+        if net_stride * stride > output_stride:
+            dilation, stride = dilation * stride, 1
+        net_stride *= stride
+        plans.append(StagePlan(stride, dilation, first_dilation, net_stride, tuple(rates[start:start + depth])))
+        start += depth
+    return plans
+
+
+class StagedFeatureGetterNet(FeatureGetterNet):
+    """timm's `FeatureGetterNet` (features_only through `forward_intermediates`) with `set_grad_checkpointing`,
+    which detection and segmentation training calls on a backbone."""
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)
+
+
 class StagedClassifier(nn.Module):
     """The timm model API for a stem -> stages -> global pool -> fc network.
 
@@ -169,14 +221,23 @@ class StagedClassifier(nn.Module):
     here.
     """
     grad_checkpointing: bool
+    stem_level: int
 
     def init_stem(self, stem_type: str, in_chans: int, stem_width: int, stem_stride: Optional[int],
                   norm_layer: LayerType, act_layer: LayerType) -> int:
-        """Build `stem` (see `make_stem`) and the first `feature_info` entry; returns the stem's stride."""
+        """Build `stem` (see `make_stem`) and the first `feature_info` entry; returns the stem's stride.
+
+        The first feature level is, as in timm's ResNet, the stem's stride-2 activation where the stem goes on to
+        stride 4 (the output of `stem.0`, before the max pool or the second strided conv), so that ImageNet-size
+        models have levels at strides 2, 4, 8, 16 and 32; a stem of stride 1 or 2 is a level as a whole.
+        """
         stem_stride = resolve_stem_stride(stem_type, stem_stride)
         self.in_chans = in_chans  # timm reads it (input config of exports, data config resolution)
         self.stem = make_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
-        self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module='stem')]
+        split = stem_stride == 4
+        self.stem_level = 0 if split else len(self.stem) - 1  # index of the stem module that ends level 0
+        self.feature_info = [dict(num_chs=stem_width, reduction=2 if split else stem_stride,
+                                  module='stem.0' if split else 'stem')]
         return stem_stride
 
     def init_head(self, num_classes: int, global_pool: str, drop_rate: float) -> None:
@@ -229,7 +290,8 @@ class StagedClassifier(nn.Module):
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Features and the outputs of the stem (index 0) and of each stage (1..n), each one NCHW tensor.
+        """Features and the outputs of the stem's first level (index 0, see `init_stem`) and of each stage (1..n),
+        each one NCHW tensor.
 
         Args:
             indices: take the last n levels if int, all if None, these levels if a sequence.
@@ -240,9 +302,10 @@ class StagedClassifier(nn.Module):
         assert output_fmt == 'NCHW', 'Output shape must be NCHW.'
         intermediates = []
         take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        x = self.stem(x)
-        if 0 in take_indices:
-            intermediates.append(x)
+        for i, module in enumerate(self.stem):
+            x = module(x)
+            if i == self.stem_level and 0 in take_indices:
+                intermediates.append(x)
         state = self.enter_stages(x)
         if torch.jit.is_scripting() or not stop_early:  # stages can't be sliced in torchscript
             stages = self.stages

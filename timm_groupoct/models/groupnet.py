@@ -8,13 +8,12 @@ stride-1 first stage, as ResNet does, so 224 px ends at 7x7.
 """
 from typing import Optional, Sequence
 
-import torch
 import torch.nn as nn
 from timm.layers import LayerType
 from timm.models import generate_default_cfgs, register_model
 
 from ..layers import GroupedBottleneck, GroupedResidualBlock, resnext_width
-from ._family import StagedClassifier, build_model, default_cfg, stage_strides
+from ._family import StagedClassifier, StagePlan, build_model, default_cfg, plan_stages, stage_strides
 
 __all__ = ['GroupNet']
 
@@ -23,8 +22,7 @@ def make_stage(
         in_chs: int,
         out_chs: int,
         depth: int,
-        stride: int,
-        drop_path_rates: Sequence[float],
+        plan: StagePlan,
         where: str,
         block: str = 'bottleneck',
         **block_kwargs,
@@ -35,8 +33,9 @@ def make_stage(
         block_cls(
             in_chs if i == 0 else out_chs,
             out_chs,
-            stride=stride if i == 0 else 1,
-            drop_path_rate=drop_path_rates[i],
+            stride=plan.stride if i == 0 else 1,
+            dilation=plan.first_dilation if i == 0 else plan.dilation,
+            drop_path_rate=plan.drop_path_rates[i],
             where=f'{where}.{i}',
             **block_kwargs,
         )
@@ -72,6 +71,7 @@ class GroupNet(StagedClassifier):
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             zero_init_last: bool = True,
+            output_stride: Optional[int] = None,
     ):
         """
         Args:
@@ -89,6 +89,8 @@ class GroupNet(StagedClassifier):
                 expansion 4); replaces `bottleneck_ratio`.
             adjust_groups: lower `groups` where it does not divide a block's channels (warns) instead of
                 raising (seed 002's behaviour).
+            output_stride: the network's stride at its last stage (e.g. 16 or 8 for segmentation): the stages
+                beyond it dilate instead of striding, as in timm's ResNet. Default: no dilation.
         """
         super().__init__()
         strides = stage_strides(depths, widths, strides, default=2)
@@ -100,19 +102,17 @@ class GroupNet(StagedClassifier):
 
         stem_stride = self.init_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
         stages = []
-        in_chs, reduction = stem_width, stem_stride
-        for i, (depth, width, stride) in enumerate(zip(depths, widths, strides)):
-            reduction *= stride
+        in_chs = stem_width
+        plans = plan_stages(depths, strides, stem_stride, output_stride, drop_path_rate)
+        for i, (depth, width, plan) in enumerate(zip(depths, widths, plans)):
             block_kwargs = dict(groups=groups, adjust_groups=adjust_groups, norm_layer=norm_layer, act_layer=act_layer)
             if block == 'bottleneck':
                 block_kwargs['bottleneck_ratio'] = bottleneck_ratio
                 if base_width is not None:
                     block_kwargs['mid_chs'] = resnext_width(width // 4, base_width, groups)
-            stages.append(make_stage(
-                in_chs, width, depth, stride, dpr[i].tolist(), where=f'stages.{i}', block=block, **block_kwargs))
-            self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f'stages.{i}'))
+            stages.append(make_stage(in_chs, width, depth, plan, where=f'stages.{i}', block=block, **block_kwargs))
+            self.feature_info.append(dict(num_chs=width, reduction=plan.reduction, module=f'stages.{i}'))
             in_chs = width
         self.stages = nn.Sequential(*stages)
 

@@ -14,8 +14,8 @@ from timm.layers import LayerType
 from timm.models import generate_default_cfgs, register_model
 
 from ..layers import (
-    BandSequential, Bands, MergeBands, OctaveBottleneck, OctaveConvNormAct, SplitBands, resnext_width)
-from ._family import StagedClassifier, build_model, default_cfg, stage_strides
+    BandSequential, Bands, MergeBands, OctaveBottleneck, OctaveConvNormAct, OctaveStage, SplitBands, resnext_width)
+from ._family import StagedClassifier, build_model, default_cfg, plan_stages, stage_strides
 
 __all__ = ['OctNet', 'checkpoint_filter_fn']
 
@@ -49,6 +49,7 @@ class OctNet(StagedClassifier):
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             zero_init_last: bool = True,
+            output_stride: Optional[int] = None,
     ):
         """
         Args:
@@ -58,6 +59,8 @@ class OctNet(StagedClassifier):
             stem_alpha: share split off the stem output (default `alpha`; 0 keeps the first block's input single-band).
             last_alpha: share in the last stage's output (default `alpha`; 0 ends single-band as the reference does).
             stem_type / stem_stride: see `make_stem` ('single' 3x3 conv, 'double', or 'resnet' 7x7 + max pool).
+            output_stride: the network's stride at its last stage (16 or 8 for segmentation): the stages beyond it
+                dilate instead of striding, both bands alike, and keep their bands' 2:1 sizes. Default: none.
         """
         super().__init__()
         strides = stage_strides(depths, widths, strides, default=1)
@@ -75,26 +78,24 @@ class OctNet(StagedClassifier):
         # a network with no low band anywhere is the vanilla one, strided convs included
         pool_stride = max(alpha, stem_alpha, last_alpha) > 0
         layer_kwargs = dict(pool_stride=pool_stride, norm_layer=norm_layer, act_layer=act_layer)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
         stages = []
-        in_chs, alpha_in, reduction = stem_width, stem_alpha, stem_stride
-        for i, (depth, width, stride) in enumerate(zip(depths, widths, strides)):
+        in_chs, alpha_in = stem_width, stem_alpha
+        plans = plan_stages(depths, strides, stem_stride, output_stride, drop_path_rate)
+        for i, (depth, width, plan) in enumerate(zip(depths, widths, plans)):
             alpha_out = last_alpha if i == len(depths) - 1 else alpha
-            reduction *= stride
             blocks = []
             for j in range(depth):
-                where = f'stages.{i}.{j}'
-                block_stride = stride if j == 0 else 1
+                kw = dict(stride=plan.stride if j == 0 else 1, groups=groups, alpha_in=alpha_in, alpha_out=alpha_out,
+                          dilation=plan.first_dilation if j == 0 else plan.dilation, where=f'stages.{i}.{j}',
+                          **layer_kwargs)
                 if block == 'conv':
-                    blocks.append(OctaveConvNormAct(
-                        in_chs, width, 3, alpha_in, alpha_out, block_stride, groups, where=where, **layer_kwargs))
+                    blocks.append(OctaveConvNormAct(in_chs, width, 3, **kw))
                 else:
-                    blocks.append(OctaveBottleneck(
-                        in_chs, width, resnext_width(width // 4, base_width, groups), block_stride, groups,
-                        alpha_in, alpha_out, drop_path_rate=float(dpr[i][j]), where=where, **layer_kwargs))
+                    blocks.append(OctaveBottleneck(in_chs, width, resnext_width(width // 4, base_width, groups),
+                                                   drop_path_rate=plan.drop_path_rates[j], **kw))
                 in_chs, alpha_in = width, alpha_out
-            stages.append(BandSequential(*blocks))
-            self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f'stages.{i}'))
+            stages.append(OctaveStage(*blocks))
+            self.feature_info.append(dict(num_chs=width, reduction=plan.reduction, module=f'stages.{i}'))
         self.stages = BandSequential(*stages)
         self.split = SplitBands(stem_alpha)
         self.merge = MergeBands()
