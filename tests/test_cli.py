@@ -50,8 +50,8 @@ def test_info_bad_input_size(capsys):
 
 def test_info_model_argument_error_is_reported(capsys):
     assert main(['info', 'groupnet_small', '--num-classes', '-3']) == 2
-    assert capsys.readouterr().err == ('timm-groupoct info: error: num_classes must be >= 0 (0 removes the '
-                                       'classifier), got -3\n')
+    assert capsys.readouterr().err == ('timm-groupoct info: error: num_classes must be an integer >= 0 (0 '
+                                       'removes the classifier), got -3\n')
 
 
 def test_list(capsys):

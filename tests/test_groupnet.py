@@ -94,14 +94,14 @@ def test_imagenet_variants(name, params, params_10, gflops):
 # ---- configuration errors --------------------------------------------------------------------------------------
 
 def test_stage_lists_must_match():
-    with pytest.raises(ValueError, match='one entry per stage, got 3, 2 and 3'):
+    with pytest.raises(ValueError, match=r'one entry per stage \(at least one stage\), got 3, 2 and 3'):
         GroupNet(depths=(1, 1, 1), widths=(64, 128))
 
 
 def test_negative_num_classes():
-    with pytest.raises(ValueError, match='num_classes must be >= 0'):
+    with pytest.raises(ValueError, match='num_classes must be an integer >= 0'):
         timm.create_model('groupnet_small', num_classes=-1)
-    with pytest.raises(ValueError, match='num_classes must be >= 0'):
+    with pytest.raises(ValueError, match='num_classes must be an integer >= 0'):
         timm.create_model('groupnet_small').reset_classifier(-5)
 
 

@@ -284,7 +284,7 @@ def test_backward_reaches_every_parameter_and_drop_path():
 @pytest.mark.parametrize('kwargs, message', [
     (dict(stem_type='deep'), "stem_type must be one of double, single, resnet, got 'deep'"),
     (dict(stem_type='resnet', stem_stride=2), "stem_stride for stem_type='resnet' must be 4, got 2"),
-    (dict(alpha=1.5), 'alpha must be in [0, 1], got 1.5'),
+    (dict(alpha=1.5), 'alpha must be a number in [0, 1], got 1.5'),
     (dict(block='basic'), "block must be 'conv' or 'bottleneck', got 'basic'"),
 ])
 def test_octnet_configuration_errors(kwargs, message):

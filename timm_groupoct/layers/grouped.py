@@ -54,7 +54,12 @@ def resolve_groups(channels: int, groups: int, adjust: bool = False, where: str 
 
 def resnext_width(planes: int, base_width: int, groups: int) -> int:
     """Width of a ResNeXt bottleneck's grouped 3x3: `int(planes * base_width / 64) * groups` (Xie et al.)."""
-    return int(planes * base_width / 64) * groups
+    width = int(planes * base_width / 64) * groups
+    if width < 1:
+        raise ValueError(f'a ResNeXt bottleneck of {planes * 4} output channels with base_width={base_width} has '
+                         f'int({planes} * {base_width} / 64) = 0 channels per group: widen the stage (widths) or '
+                         f'raise base_width')
+    return width
 
 
 def _projection(in_chs: int, out_chs: int, stride: int, layers: ConvNormLayers) -> Optional[nn.Module]:

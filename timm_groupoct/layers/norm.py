@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import GroupNormAct, LayerType, StdConv2d, create_conv2d, get_norm_act_layer
+from timm.layers import GroupNormAct, LayerType, StdConv2d, create_conv2d, get_act_layer, get_norm_act_layer
 from torch.nn.utils import fuse_conv_bn_weights
 
 __all__ = [
@@ -81,7 +81,16 @@ def get_norm_act(norm_layer: LayerType, act_layer: Optional[LayerType]) -> Calla
         raise ValueError(
             f'unknown norm_layer {norm_layer!r}: use batchnorm, groupnorm, gnws (GroupNorm + weight '
             f'standardization), another name timm knows (layernorm2d, evonorms0, frn, ...) or a norm class') from e
-    return layer
+
+    def norm_act(num_channels: int, **kwargs) -> nn.Module:
+        module = layer(num_channels, **kwargs)
+        groups = getattr(module, 'groups', None)  # timm's grouped EvoNorms check this only in forward
+        if isinstance(groups, int) and num_channels % groups:
+            raise ValueError(f'norm_layer {norm_layer!r} normalizes groups of {groups} channels, which do not divide '
+                             f'a layer of {num_channels} channels: change norm_layer (e.g. groupnorm, whose group '
+                             f'count follows the channels) or the widths')
+        return module
+    return norm_act
 
 
 def _plain_conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1,
@@ -104,6 +113,11 @@ class ConvNormLayers:
 
 def get_conv_norm_layers(norm_layer: LayerType = 'batchnorm', act_layer: LayerType = 'relu') -> ConvNormLayers:
     """Resolve a norm choice (see the module docstring) and an activation into conv and norm+act factories."""
+    try:
+        get_act_layer(act_layer)
+    except KeyError as e:
+        raise ValueError(f'unknown act_layer {act_layer!r}: use a name timm knows (relu, silu, gelu, ...), a class '
+                         f'or None') from e
     conv = _std_conv if _norm_key(norm_layer) in ('gnws', 'groupnormws') else _plain_conv
     return ConvNormLayers(conv=conv, norm_act=get_norm_act(norm_layer, act_layer))
 

@@ -18,8 +18,8 @@ from timm.models._features import FeatureGetterNet, feature_take_indices
 from ..layers import conv_norm_act, get_conv_norm_layers
 from ._weights import check_state_dict_fits, fetch_hub_weights, load_checkpoint, weights_file_in
 
-__all__ = ['default_cfg', 'build_model', 'check_num_classes', 'make_stem', 'resolve_stem_stride', 'stage_strides',
-           'StagePlan', 'plan_stages', 'StagedClassifier', 'StagedFeatureGetterNet']
+__all__ = ['default_cfg', 'build_model', 'check_int', 'check_rate', 'check_num_classes', 'make_stem',
+           'resolve_stem_stride', 'stage_strides', 'StagePlan', 'plan_stages', 'StagedClassifier', 'StagedFeatureGetterNet']
 
 # in the order timm's loader prefers them
 _WEIGHT_SOURCES = ('state_dict', 'file', 'hf_hub_id', 'url')
@@ -100,7 +100,10 @@ def build_model(
         if state_dict is not None:  # read here, safely and with errors that name the file; timm takes it as is
             kwargs['pretrained_cfg_overlay'] = dict(
                 kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict, source='')
-    feature_cfg = dict(feature_cls=StagedFeatureGetterNet, out_indices=tuple(range(len(kwargs['depths']) + 1)))
+    levels = len(kwargs['depths']) + 1
+    if kwargs.get('features_only'):
+        _check_out_indices(kwargs.get('out_indices'), levels)
+    feature_cfg = dict(feature_cls=StagedFeatureGetterNet, out_indices=tuple(range(levels)))
     device, dtype = kwargs.pop('device', None), kwargs.pop('dtype', None)
     with torch.device(device) if device is not None else nullcontext():
         model = build_model_with_cfg(
@@ -116,9 +119,56 @@ def build_model(
     return model
 
 
+def check_int(name: str, value: Any, minimum: int = 1, note: str = '') -> int:
+    """`value` if it is an integer >= `minimum` (not a bool), else a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f'{name} must be an integer >= {minimum}{note}, got {value!r}')
+    return value
+
+
+def check_rate(name: str, value: Any, high: float = 1., high_included: bool = False) -> float:
+    """`value` if it is a number in [0, high) (or [0, high] with `high_included`), else a ValueError naming `name`."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not (0. <= value < high or (high_included and value == high)):
+        interval = f'[0, {high:g}{"]" if high_included else ")"}'
+        raise ValueError(f'{name} must be a number in {interval}, got {value!r}')
+    return float(value)
+
+
+def _check_out_indices(out_indices: Any, levels: int) -> None:
+    """features_only's `out_indices`: None (all levels), n (the last n) or level indices (negative from the end)."""
+    if out_indices is None:
+        return
+    if isinstance(out_indices, int) and not isinstance(out_indices, bool):
+        if not 0 < out_indices <= levels:
+            raise ValueError(f'out_indices={out_indices} asks for the last {out_indices} feature levels; this model '
+                             f'has {levels} (the stem, then each stage): give 1 to {levels}')
+        return
+    indices = out_indices if isinstance(out_indices, (list, tuple)) else [out_indices]
+    bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int) or not -levels <= i < levels]
+    if bad or not indices:
+        raise ValueError(f'out_indices must be level indices from 0 to {levels - 1} (or -{levels} to -1; this model '
+                         f'has {levels} feature levels: the stem, then each stage), got {out_indices!r}')
+    absolute = [i % levels for i in indices]
+    if absolute != sorted(set(absolute)):  # features come out in level order, once each
+        raise ValueError(f'out_indices must name each level once, in increasing order (levels {absolute} for '
+                         f'{out_indices!r}): use {tuple(sorted(set(absolute)))}')
+
+
 def check_num_classes(num_classes: int) -> None:
-    if num_classes < 0:
-        raise ValueError(f'num_classes must be >= 0 (0 removes the classifier), got {num_classes}')
+    check_int('num_classes', num_classes, minimum=0, note=' (0 removes the classifier)')
+
+
+def _classifier(num_features: int, num_classes: int, global_pool: str) -> Tuple[nn.Module, nn.Module]:
+    """timm's `create_classifier` (global pool, fc), with a ValueError for a pool it cannot build."""
+    if not global_pool and num_classes:
+        raise ValueError(f"global_pool='' (no pooling) leaves feature maps the fc cannot take: use it with "
+                         f"num_classes=0, or pool ('avg', 'max', 'avgmax', 'catavgmax'), got num_classes={num_classes}")
+    try:
+        return create_classifier(num_features, num_classes, pool_type=global_pool)
+    except AssertionError as e:  # timm asserts on an unknown pool type
+        raise ValueError(f"global_pool must be a pool type timm knows ('avg', 'max', 'avgmax', 'catavgmax', "
+                         f"'fast', ...) or '' with num_classes=0, got {global_pool!r}") from e
 
 
 # stem type -> (allowed stem strides, default)
@@ -160,12 +210,21 @@ def make_stem(stem_type: str, in_chans: int, out_chs: int, stride: int, norm_lay
 
 def stage_strides(depths: Sequence[int], widths: Sequence[int], strides: Optional[Sequence[int]],
                   default: int) -> Tuple[int, ...]:
-    """Each stage's stride (`default` for all when None); a ValueError unless there is one per depth and width."""
+    """Each stage's stride (`default` for all when None); a ValueError unless there is one per depth and width,
+    every depth and width is a positive integer and every stride is 1 or 2."""
+    for name, values in (('depths', depths), ('widths', widths), ('strides', strides)):
+        if values is not None and (isinstance(values, (str, bytes)) or not isinstance(values, Sequence)):
+            raise ValueError(f'{name} must be a sequence with one entry per stage, got {values!r}')
     strides = tuple(strides) if strides is not None else (default,) * len(depths)
-    if not len(depths) == len(widths) == len(strides):
+    if not len(depths) == len(widths) == len(strides) or not depths:
         raise ValueError(
-            f'depths, widths and strides need one entry per stage, got {len(depths)}, {len(widths)} '
-            f'and {len(strides)}')
+            f'depths, widths and strides need one entry per stage (at least one stage), got {len(depths)}, '
+            f'{len(widths)} and {len(strides)}')
+    for i, (depth, width, stride) in enumerate(zip(depths, widths, strides)):
+        check_int(f'depths[{i}] (blocks in stage {i})', depth)
+        check_int(f'widths[{i}] (channels of stage {i})', width)
+        if isinstance(stride, bool) or stride not in (1, 2):
+            raise ValueError(f'strides[{i}] must be 1 or 2 (a stage halves its input or keeps it), got {stride!r}')
     return strides
 
 
@@ -185,6 +244,7 @@ def plan_stages(depths: Sequence[int], strides: Sequence[int], stem_stride: int,
     """Each stage's stride and dilation for `output_stride` (None: no dilation), as timm's ResNet does it: once
     the network's stride reaches `output_stride`, the stages after stop striding and dilate by the stride they
     would have taken instead. Drop-path rates rise linearly over all blocks, from 0 to `drop_path_rate`."""
+    check_rate('drop_path_rate', drop_path_rate)
     natural = stem_stride * math.prod(strides)
     reachable = sorted({stem_stride * math.prod(strides[:i + 1]) for i in range(len(strides))})
     if output_stride is not None and output_stride not in reachable:
@@ -231,6 +291,8 @@ class StagedClassifier(nn.Module):
         stride 4 (the output of `stem.0`, before the max pool or the second strided conv), so that ImageNet-size
         models have levels at strides 2, 4, 8, 16 and 32; a stem of stride 1 or 2 is a level as a whole.
         """
+        check_int('in_chans', in_chans)
+        check_int('stem_width', stem_width)
         stem_stride = resolve_stem_stride(stem_type, stem_stride)
         self.in_chans = in_chans  # timm reads it (input config of exports, data config resolution)
         self.stem = make_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
@@ -242,11 +304,12 @@ class StagedClassifier(nn.Module):
 
     def init_head(self, num_classes: int, global_pool: str, drop_rate: float) -> None:
         check_num_classes(num_classes)
+        check_rate('drop_rate', drop_rate)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.head_hidden_size = self.num_features
         self.grad_checkpointing = False
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.global_pool, self.fc = _classifier(self.num_features, num_classes, global_pool)
 
     @torch.jit.ignore
     def init_weights(self, zero_init_last: bool = True) -> None:
@@ -279,7 +342,7 @@ class StagedClassifier(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str = 'avg') -> None:
         check_num_classes(num_classes)
         self.num_classes = num_classes
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.global_pool, self.fc = _classifier(self.num_features, num_classes, global_pool)
 
     def forward_intermediates(
             self,

@@ -13,7 +13,8 @@ from timm.layers import LayerType
 from timm.models import generate_default_cfgs, register_model
 
 from ..layers import GroupedBottleneck, GroupedResidualBlock, resnext_width
-from ._family import StagedClassifier, StagePlan, build_model, default_cfg, plan_stages, stage_strides
+from ._family import (
+    StagedClassifier, StagePlan, build_model, check_int, default_cfg, plan_stages, stage_strides)
 
 __all__ = ['GroupNet']
 
@@ -96,6 +97,12 @@ class GroupNet(StagedClassifier):
         strides = stage_strides(depths, widths, strides, default=2)
         if block not in ('bottleneck', 'basic'):
             raise ValueError(f"block must be 'bottleneck' or 'basic', got {block!r}")
+        check_int('groups', groups)
+        if base_width is not None:
+            check_int('base_width', base_width)
+        if isinstance(bottleneck_ratio, bool) or not isinstance(bottleneck_ratio, (int, float)) or \
+                bottleneck_ratio <= 0:
+            raise ValueError(f'bottleneck_ratio must be a number > 0, got {bottleneck_ratio!r}')
         if base_width is not None and any(w % 4 for w in widths):
             raise ValueError(f'base_width (ResNeXt width rule, expansion 4) needs stage widths divisible by 4, '
                              f'got {tuple(widths)}')

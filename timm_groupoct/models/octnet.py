@@ -15,7 +15,8 @@ from timm.models import generate_default_cfgs, register_model
 
 from ..layers import (
     BandSequential, Bands, MergeBands, OctaveBottleneck, OctaveConvNormAct, OctaveStage, SplitBands, resnext_width)
-from ._family import StagedClassifier, build_model, default_cfg, plan_stages, stage_strides
+from ._family import (
+    StagedClassifier, build_model, check_int, check_rate, default_cfg, plan_stages, stage_strides)
 
 __all__ = ['OctNet', 'checkpoint_filter_fn']
 
@@ -66,13 +67,15 @@ class OctNet(StagedClassifier):
         strides = stage_strides(depths, widths, strides, default=1)
         if block not in ('conv', 'bottleneck'):
             raise ValueError(f"block must be 'conv' or 'bottleneck', got {block!r}")
+        check_rate('drop_path_rate', drop_path_rate)
         if block == 'conv' and drop_path_rate > 0.:
             raise ValueError("drop_path_rate needs residual blocks: use block='bottleneck' or drop_path_rate=0")
         stem_alpha = alpha if stem_alpha is None else stem_alpha
         last_alpha = alpha if last_alpha is None else last_alpha
         for name, a in (('alpha', alpha), ('stem_alpha', stem_alpha), ('last_alpha', last_alpha)):
-            if not 0. <= a <= 1.:
-                raise ValueError(f'{name} must be in [0, 1], got {a}')
+            check_rate(name, a, high_included=True)
+        check_int('groups', groups)
+        check_int('base_width', base_width)
         stem_stride = self.init_stem(stem_type, in_chans, stem_width, stem_stride, norm_layer, act_layer)
 
         # a network with no low band anywhere is the vanilla one, strided convs included
@@ -159,7 +162,7 @@ _OCT_RESNET = dict(block='bottleneck', stem_type='resnet', stem_width=64, widths
 
 
 def _oct_resnet(variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> OctNet:
-    return _create_octnet(variant, pretrained, **dict(_OCT_RESNET, **model_args, **kwargs))
+    return _create_octnet(variant, pretrained, **{**_OCT_RESNET, **model_args, **kwargs})
 
 
 @register_model
