@@ -29,9 +29,9 @@ demo: venv
 	@echo '== 1/5 the model: octnet_mini (seed 004 OctNet) for 16x16 grey digits'
 	$(VENV)/bin/timm-groupoct info octnet_mini --input-size 1 16 16 --num-classes 10
 	@echo '== 2/5 train it on scikit-learn digits (configs/octnet_mini-digits.yaml)'
-	$(VENV)/bin/timm-groupoct train --config configs/octnet_mini-digits.yaml --output $(DEMO) --no-progress
+	$(VENV)/bin/timm-groupoct train --config configs/octnet_mini-digits.yaml --output $(DEMO) --overwrite --no-progress
 	@echo '== 3/5 export the best checkpoint as a Hub-ready folder'
-	$(VENV)/bin/timm-groupoct export octnet_mini --checkpoint $(DEMO)/best.pth --out $(DEMO)/octnet_mini-digits
+	$(VENV)/bin/timm-groupoct export octnet_mini --checkpoint $(DEMO)/best.pth --out $(DEMO)/octnet_mini-digits --overwrite
 	@echo '== 4/5 load the folder back by local-dir: name and evaluate it'
 	$(VENV)/bin/timm-groupoct eval --model local-dir:$(DEMO)/octnet_mini-digits --data digits
 	@echo '== 5/5 classify three validation digits saved as image files'

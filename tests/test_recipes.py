@@ -65,7 +65,7 @@ def test_a_timm_train_args_yaml_carries_over(tmp_path):
     ('model: octnet_mini\ngrad_accum_steps: 4\njsd_loss: true\n',
      'does not implement, set away from their defaults: grad_accum_steps=4, jsd_loss=True'),
     ('model: octnet_mini\nlr: fast\n', 'lr: \'fast\' is not a float'),
-    ('model: octnet_mini\nepochs: null\n', 'epochs: None is not a int'),
+    ('model: octnet_mini\nepochs: null\n', 'epochs: None is not an int'),
     ('model: octnet_mini\namp: "yes"\n', "amp: 'yes' is not a bool"),
     ('model: octnet_mini\ndecay_milestones: [10, x]\n', 'is not a list of int'),
     ('- model\n', 'must be a mapping of option names to values'),
@@ -95,9 +95,9 @@ def test_cli_reports_recipe_problems(tmp_path, capsys):
 
 
 def test_finetune_recipe_linear_probe_from_hub_weights(tmp_path, hub_cache):
-    from test_train import _image_folder
+    from helpers import image_folder
     hub_cache.add_state_dict('timm/resnet50_gn.a1h_in1k', timm.create_model('resnet50_gn').state_dict())
-    data = _image_folder(tmp_path / 'pets')
+    data = image_folder(tmp_path / 'pets')
     out = tmp_path / 'run'
     recipe = Path(__file__).resolve().parents[1] / 'configs' / 'resnext50_1x64d_gn-finetune.yaml'
     assert main(['train', '--config', str(recipe), '--data-dir', str(data), '--freeze-backbone', '--epochs', '1',

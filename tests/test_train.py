@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import TINY, image_folder
 from timm_groupoct.cli import main
 
-TINY = ['--img-size', '8', '-b', '64', '--lr', '5e-3', '--no-progress']
 
 
 def _rows(path):
@@ -101,22 +101,13 @@ def test_fine_tune_from_an_exported_folder(tmp_path, capsys):
     tuned_top1 = tuned['metric']
     assert tuned['data_config']['input_size'] == (1, 8, 8)  # the exported model's digits size, not the default 32
     assert trained_top1 > 80 and tuned_top1 >= trained_top1 - 5
-    assert main(['train', '--model', f'local-dir:{tmp_path / "nowhere"}', '--data', str(_image_folder(tmp_path / 'p')),
+    assert main(['train', '--model', f'local-dir:{tmp_path / "nowhere"}', '--data', str(image_folder(tmp_path / 'p')),
                  '--output', str(tmp_path / 'x')]) == 2
     assert f'cannot read the config of local-dir:{tmp_path / "nowhere"}' in capsys.readouterr().err
 
 
-def _image_folder(root, classes=('cat', 'dog'), per_class=4):
-    for split in ('train', 'val'):
-        for i, name in enumerate(classes):
-            (root / split / name).mkdir(parents=True)
-            for j in range(per_class):
-                Image.new('RGB', (20, 20), color=(40 * i + 10 * j, 100, 200)).save(root / split / name / f'{j}.png')
-    return root
-
-
-def test_train_on_an_image_folder(tmp_path, capsys):
-    data = _image_folder(tmp_path / 'pets')
+def test_train_on_animage_folder(tmp_path, capsys):
+    data = image_folder(tmp_path / 'pets')
     out = tmp_path / 'run'
     assert main(['train', '--model', 'groupnet_small', '--data', str(data), '--epochs', '1', '--img-size', '32',
                  '-b', '4', '--num-classes', '2', '--output', str(out), '--no-progress']) == 0
@@ -332,17 +323,17 @@ def test_train_on_a_torchvision_dataset(tmp_path, capsys):
     assert ckpt['label_names'][:2] == ['0 - zero', '1 - one'] and len(ckpt['label_names']) == 10
     assert ckpt['data_config']['input_size'] == (1, 16, 16)  # MNIST decodes to grey images: a 1-channel model
     assert ckpt['state_dict']['stem.0.conv.weight'].shape[1] == 1
-    assert main(['train', '--model', 'octnet_mini', '--data', 'torch/mnist', '--output', str(out)]) == 2
+    assert main(['train', '--model', 'octnet_mini', '--data', 'torch/mnist', '--output', str(tmp_path / 'o')]) == 2
     assert 'torch/mnist needs --data-dir' in capsys.readouterr().err
     assert main(['train', '--model', 'octnet_mini', '--data', 'torch/cifar10', '--data-dir', str(root),
-                 '--output', str(out)]) == 2
+                 '--output', str(tmp_path / 'o')]) == 2
     assert 'cannot load the train split of torch/cifar10' in capsys.readouterr().err
 
 
 def test_train_on_a_hugging_face_dataset(tmp_path):
     pytest.importorskip('datasets')
     data = tmp_path / 'pets'
-    _image_folder(data)
+    image_folder(data)
     (data / 'val').rename(data / 'validation')  # the split names HF datasets' imagefolder knows
     out = tmp_path / 'run'
     assert main(['train', '--model', 'groupnet_small', '--data', f'hfds/{data}', '--data-dir', str(tmp_path / 'c'),
@@ -440,7 +431,7 @@ def test_runtime_flag_errors(tmp_path, capsys):
         assert main(argv) == 2, argv
         assert message in capsys.readouterr().err
     assert main(['export', 'octnet_mini', '--checkpoint', str(out / 'best.pth'), '--out', str(folder),
-                 '--format', 'openvino']) == 0
+                 '--format', 'openvino', '--overwrite']) == 0
     capsys.readouterr()
     for argv, message in [
         (['eval', '--model', f'local-dir:{folder}', '--runtime', 'onnxruntime'], 'which onnxruntime does not run'),

@@ -76,7 +76,11 @@ def load_data(
         sets = _timm_datasets(source, root, train_split, val_split, download)
     else:
         sets = _folder_datasets(Path(source), train_split, val_split)
-    in_chans = len(sets['train'][0][0].getbands())  # the images as the data set decodes them: 'L' 1, 'RGB' 3
+    try:
+        in_chans = len(sets['train'][0][0].getbands())  # the images as the data set decodes them: 'L' 1, 'RGB' 3
+    except (OSError, RuntimeError) as e:  # timm's ImageDataset skips unreadable images, then gives up
+        raise DataError(f'cannot decode the training images of {source} ({e}): check that the files are images '
+                        f'PIL can open') from e
     pretrained_cfg = model_pretrained_cfg(model_name)
     size = img_size or pretrained_cfg.get('input_size', (3, 224, 224))[-1]
     data_cfg = timm.data.resolve_data_config(args=dict(input_size=(in_chans, size, size)),
@@ -129,6 +133,15 @@ def _folder_datasets(root: Path, train_split: str, val_split: str) -> Dict[str, 
             raise DataError(f'no images found in {folder}: {e}') from e
         if len(sets[key]) == 0:
             raise DataError(f'no images found in {folder}')
+    train_classes, val_classes = _class_names(sets['train']), _class_names(sets['val'])
+    unknown = sorted(set(val_classes) - set(train_classes))
+    if unknown:
+        raise DataError(f'{_split_dir(root, val_split)} has images of classes that {_split_dir(root, train_split)} '
+                        f'has none of: {", ".join(unknown)}; every validation class needs training images')
+    if val_classes != train_classes:  # fewer validation classes: label them as the training split does
+        folder = _split_dir(root, val_split)
+        sets['val'] = timm.data.create_dataset('', root=str(folder), split=val_split, search_split=False,
+                                               class_map=dict(sets['train'].reader.class_to_idx))
     return sets
 
 

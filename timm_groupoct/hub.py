@@ -29,15 +29,31 @@ def checkpoint_filter_for(model_name: str) -> Optional[Callable]:
     return getattr(module, 'checkpoint_filter_fn', None)
 
 
-def convert_checkpoint(model_name: str, checkpoint: PathLike, out_dir: PathLike, **model_kwargs) -> torch.nn.Module:
+def convert_checkpoint(model_name: str, checkpoint: PathLike, out_dir: PathLike, overwrite: bool = False,
+                       **model_kwargs) -> torch.nn.Module:
     """Load `checkpoint` (any layout the family's filter knows) into `model_name` and write a Hub-ready folder.
 
     The class and input-channel counts are read from the checkpoint. A key or shape that does not fit is a
-    `CheckpointError` naming the file and the first mismatching keys; nothing is written then.
+    `CheckpointError` naming the file and the first mismatching keys, or a FileExistsError for a folder that holds
+    an export already (unless `overwrite`); nothing is written then.
     """
+    check_new_folder(out_dir, overwrite)
     model = _model_from_checkpoint(model_name, load_checkpoint(checkpoint), checkpoint, **model_kwargs)
     _save_folder(model, out_dir)
     return model
+
+
+# what `export` / `convert` write into a folder (the runtime files of `export --format` included)
+FOLDER_FILES = ('model.safetensors', 'config.json', 'README.md', 'model.onnx', 'openvino_model.xml',
+                'openvino_model.bin', 'runtime.json')
+
+
+def check_new_folder(out_dir: PathLike, overwrite: bool = False) -> None:
+    """A FileExistsError, before anything is written, if `out_dir` holds files an export would replace."""
+    taken = [name for name in FOLDER_FILES if (Path(out_dir) / name).exists()]
+    if taken and not overwrite:
+        raise FileExistsError(f'{out_dir} already holds {", ".join(taken)} (another export?): choose a new output '
+                              f'folder, or pass --overwrite (overwrite=True) to replace them')
 
 
 def _save_folder(model: torch.nn.Module, out_dir: PathLike, **kwargs) -> None:
@@ -81,13 +97,15 @@ def export_for_hub(
         out_dir: PathLike,
         label_names: Optional[Sequence[str]] = None,
         metrics: Optional[Dict[str, float]] = None,
+        overwrite: bool = False,
         **model_kwargs,
 ) -> Tuple[torch.nn.Module, List[Path]]:
     """Write a Hub-ready folder for `checkpoint` (a state dict or a training checkpoint) of `model_name`:
     model.safetensors, timm's config.json (architecture, model_args, pretrained_cfg, label names) and a model card
     README.md. Label names and metrics come from the arguments or else from the checkpoint (`label_names`, timm
-    train.py's `metric`)."""
+    train.py's `metric`). A folder that holds an export already is a FileExistsError unless `overwrite`."""
     from .summary import model_report
+    check_new_folder(out_dir, overwrite)
     state_dict, meta = read_checkpoint(checkpoint)
     model = _model_from_checkpoint(model_name, state_dict, checkpoint, **model_kwargs)
     label_names = label_names if label_names is not None else meta.get('label_names')

@@ -11,9 +11,11 @@ it (the checkpoint carries the metrics rows, the optimizer state and the epoch c
 `state_dict` (and `state_dict_ema`) with `epoch`, `arch`, `metric`, `optimizer` and `args`, as timm's train.py writes
 them, so `timm-groupoct export` takes them as they are.
 """
+import argparse
 import csv
 import math
 import os
+import random
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
+import numpy as np
 import timm
 import torch
 import torch.distributed as dist
@@ -41,6 +44,7 @@ from .data import DataError, load_data
 __all__ = ['TrainConfig', 'TrainError', 'evaluate', 'freeze_backbone', 'train', 'predict_images']
 
 AMP_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
+MIXUP_MODES = ('batch', 'pair', 'elem')  # timm's Mixup
 
 
 class TrainError(ValueError):
@@ -108,6 +112,7 @@ class TrainConfig:
     seed: int = 0
     output: str = 'output/train'
     resume: Optional[str] = None
+    overwrite: bool = False
 
     def data_source(self) -> Tuple[str, Optional[str]]:
         """(source for `load_data`, root folder of a timm data set)."""
@@ -186,7 +191,18 @@ def freeze_backbone(model: nn.Module) -> List[nn.Module]:
             not any(p.requires_grad for p in m.parameters(recurse=False))]
 
 
-def _check_output(out: Path, rank: int) -> None:
+RUN_FILES = ('metrics.csv', 'curves.png', 'last.pth', 'best.pth')
+
+
+def _check_output(cfg: TrainConfig, rank: int) -> None:
+    """The output folder can be written, and holds no other run: its files are replaced only when the run
+    continues there (`--resume` of its last.pth) or with `--overwrite`."""
+    out = Path(cfg.output)
+    previous = [name for name in RUN_FILES if (out / name).exists()]
+    continues_here = cfg.resume is not None and Path(cfg.resume).resolve().parent == out.resolve()
+    if previous and not (continues_here or cfg.overwrite):
+        raise TrainError(f'--output {out} holds a previous run ({", ".join(previous)}): continue it with --resume '
+                         f'{out / "last.pth"}, write to a new --output folder, or pass --overwrite to replace it')
     probe = out / f'.write-test-{rank}'
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -203,10 +219,10 @@ def _replacing(path: Path) -> Iterator[Path]:
     tmp = path.with_name(path.name + '.tmp')
     try:
         yield tmp
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, path)
 
 
 def _plot(rows: List[Dict[str, float]], path: Path, title: str) -> None:
@@ -237,16 +253,68 @@ def _write_metrics(rows: List[Dict[str, float]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _read_resume_checkpoint(path: str) -> dict:
+def _read_resume_checkpoint(cfg: TrainConfig) -> dict:
+    """The `--resume` checkpoint, checked against the run it is to continue before anything is trained."""
+    path = cfg.resume
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        # timm's train.py stores its argparse Namespace: a plain container, allowed explicitly
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except (RuntimeError, EOFError, OSError) as e:
         raise TrainError(f'cannot read --resume checkpoint {path}: {e}') from e
+    except Exception as e:  # weights_only refuses pickled objects that are not plain tensors and containers
+        raise TrainError(f'refusing to unpickle --resume {path}: it holds more than tensors and containers ({e})') \
+            from e
     missing = [k for k in ('state_dict', 'optimizer', 'epoch', 'best_metric', 'metrics') if k not in checkpoint]
     if missing:
         raise TrainError(f'--resume {path} is not a last.pth of `timm-groupoct train` (it lacks {", ".join(missing)}); '
                          f'to start from its weights instead, export it and train from local-dir:FOLDER --pretrained')
+    if checkpoint.get('arch') != cfg.model:
+        raise TrainError(f'--resume {path} is a run of {checkpoint.get("arch")}, not of --model {cfg.model}: resume '
+                         f'with --model {checkpoint.get("arch")}')
+    has_ema = 'state_dict_ema' in checkpoint
+    if has_ema != cfg.model_ema:
+        flag = '--model-ema' if has_ema else '--no-model-ema'
+        raise TrainError(f'--resume {path} was trained {"with" if has_ema else "without"} --model-ema: resume with '
+                         f'{flag} (the EMA weights cannot be {"dropped" if has_ema else "made up"} mid-run)')
     return checkpoint
+
+
+def _repair_best(resume: dict, cfg: TrainConfig, out: Path, log) -> None:
+    """A resumed run whose best.pth is missing (a run interrupted between its two writes, before this package
+    wrote best.pth first): the resumed checkpoint is the best one when its metric is the best so far."""
+    best = out / 'best.pth'
+    if best.exists():
+        return
+    if resume['metric'] >= resume['best_metric']:
+        with _replacing(best) as tmp:
+            shutil.copyfile(cfg.resume, tmp)
+        log(f'restored the missing {best} from {cfg.resume} (epoch {resume["epoch"]}, the best so far)')
+    else:
+        log(f'warning: {best} is missing and {cfg.resume} is not the best epoch (val {resume["metric"]:.2f}% < '
+            f'{resume["best_metric"]:.2f}%): best.pth is written again at the next epoch that reaches '
+            f'{resume["best_metric"]:.2f}%')
+
+
+def _rng_states() -> Dict[str, object]:
+    """The random states a training epoch draws from (dropout, drop-path, mixup, augmentation, the loader's worker
+    seeds), in types `torch.load(weights_only=True)` reads back."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = dict(torch=torch.get_rng_state(), python=list(random.getstate()[1]),
+                  numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=pos, has_gauss=has_gauss, gauss=gauss))
+    if torch.cuda.is_available():
+        states['cuda'] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: Dict[str, object]) -> None:
+    torch.set_rng_state(states['torch'])
+    random.setstate((3, tuple(states['python']), None))
+    numpy = states['numpy']
+    np.random.set_state(('MT19937', numpy['keys'].numpy().astype(np.uint32), numpy['pos'], numpy['has_gauss'],
+                         numpy['gauss']))
+    if 'cuda' in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states['cuda'])
 
 
 def _mean_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -261,6 +329,22 @@ def _check_config(cfg: TrainConfig) -> None:
         raise TrainError(f'--epochs and --batch-size must be positive, got {cfg.epochs} and {cfg.batch_size}')
     if cfg.device and cfg.device.startswith('cuda') and not torch.cuda.is_available():
         raise TrainError(f'--device {cfg.device}, but CUDA is not available on this machine: use --device cpu')
+    for flag, value, default in (('--img-size', cfg.img_size, "the model's input size"),
+                                 ('--clip-grad', cfg.clip_grad, 'no clipping')):
+        if value is not None and value <= 0:
+            raise TrainError(f'{flag} must be positive, got {value} (leave it out for the default: {default})')
+    if not 0 <= cfg.smoothing < 1:
+        raise TrainError(f'--smoothing must be in [0, 1) (the share of the target spread over the other classes), '
+                         f'got {cfg.smoothing}')
+    for flag, value in (('--drop', cfg.drop), ('--drop-path', cfg.drop_path or 0.), ('--mixup-prob', cfg.mixup_prob),
+                        ('--mixup-switch-prob', cfg.mixup_switch_prob)):
+        if not 0 <= value <= 1 or (flag.startswith('--drop') and value == 1):
+            raise TrainError(f'{flag} must be in [0, {"1)" if flag.startswith("--drop") else "1]"}, got {value}')
+    if cfg.mixup < 0 or cfg.cutmix < 0:
+        raise TrainError(f'--mixup and --cutmix are Beta-distribution alphas (0: off), got {cfg.mixup} and '
+                         f'{cfg.cutmix}')
+    if cfg.mixup_mode not in MIXUP_MODES:
+        raise TrainError(f'--mixup-mode must be one of {", ".join(MIXUP_MODES)}, got {cfg.mixup_mode!r}')
     if cfg.amp_dtype not in AMP_DTYPES:
         raise TrainError(f'--amp-dtype {cfg.amp_dtype} is not one of {", ".join(AMP_DTYPES)}')
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.batch_size % 2:
@@ -308,7 +392,7 @@ def _train(cfg: TrainConfig, env: dict, progress: bool, log, tqdm) -> Dict[str, 
     if not primary:
         progress, log = False, (lambda *args: None)
     out = Path(cfg.output)
-    _check_output(out, rank)
+    _check_output(cfg, rank)
     random_seed(cfg.seed, rank)
     source, root = cfg.data_source()
     augment = dict(scale=cfg.scale, auto_augment=cfg.aa, re_prob=cfg.reprob, hflip=cfg.hflip,
@@ -324,7 +408,7 @@ def _train(cfg: TrainConfig, env: dict, progress: bool, log, tqdm) -> Dict[str, 
     if len(data.train) < cfg.batch_size * world:
         raise TrainError(f'--batch-size {cfg.batch_size} x {world} processes is larger than the {len(data.train)} '
                          f'training images')
-    resume = _read_resume_checkpoint(cfg.resume) if cfg.resume else None
+    resume = _read_resume_checkpoint(cfg) if cfg.resume else None
 
     model_kwargs = {'drop_rate': cfg.drop}
     if cfg.drop_path is not None:
@@ -332,7 +416,7 @@ def _train(cfg: TrainConfig, env: dict, progress: bool, log, tqdm) -> Dict[str, 
     try:
         model = timm.create_model(cfg.model, pretrained=cfg.pretrained, num_classes=num_classes,
                                   in_chans=data.in_chans, **model_kwargs)
-    except (RuntimeError, ValueError) as e:  # no or unloadable weights, arguments the model does not take
+    except (RuntimeError, ValueError, OSError) as e:  # no or unloadable weights (or Hub files), bad arguments
         raise TrainError(f'cannot build {cfg.model}: {e}') from e
     frozen = freeze_backbone(model) if cfg.freeze_backbone else []
     model.to(device)
@@ -359,6 +443,8 @@ def _train(cfg: TrainConfig, env: dict, progress: bool, log, tqdm) -> Dict[str, 
         if scaler is not None and 'amp_scaler' in resume:
             scaler.load_state_dict(resume['amp_scaler'])
         start_epoch, best_metric, rows = resume['epoch'], resume['best_metric'], resume['metrics']
+        if primary:
+            _repair_best(resume, cfg, out, log)
         log(f'resumed from {cfg.resume} at epoch {start_epoch}')
     train_model = DistributedDataParallel(model) if env['distributed'] else model
 
@@ -374,6 +460,8 @@ def _train(cfg: TrainConfig, env: dict, progress: bool, log, tqdm) -> Dict[str, 
     args = dict(asdict(cfg), world_size=world)
     eval_args = dict(device=device, autocast=autocast, channels_last=cfg.channels_last)
     val: Dict[str, float] = {}
+    if resume is not None and 'rng_states' in resume:  # where the uninterrupted run's next epoch starts
+        _set_rng_states(resume['rng_states'])
     for epoch in range(start_epoch, num_epochs):
         # the scheduler is stepped per epoch; replaying the finished epochs keeps a resumed schedule on track
         scheduler.step(epoch)
@@ -431,16 +519,19 @@ def _train(cfg: TrainConfig, env: dict, progress: bool, log, tqdm) -> Dict[str, 
             _plot(rows, out / 'curves.png', f'{cfg.model} on {source}')
             checkpoint = dict(epoch=epoch + 1, arch=cfg.model, state_dict=model.state_dict(),
                               optimizer=optimizer.state_dict(), metric=metric, best_metric=best_metric, args=args,
-                              label_names=data.class_names, data_config=data.data_config(), metrics=rows)
+                              label_names=data.class_names, data_config=data.data_config(), metrics=rows,
+                              rng_states=_rng_states())
             if ema is not None:
                 checkpoint['state_dict_ema'] = ema.module.state_dict()
             if scaler is not None:
                 checkpoint['amp_scaler'] = scaler.state_dict()
-            with _replacing(out / 'last.pth') as tmp:
-                torch.save(checkpoint, tmp)
-            if metric >= best_metric:  # the same checkpoint: copy the file rather than serialise it again
-                with _replacing(out / 'best.pth') as tmp:
-                    shutil.copyfile(out / 'last.pth', tmp)
+            # best.pth is in place before last.pth moves on: an interruption between the two leaves a last.pth
+            # whose best epoch is saved, and resuming it only repeats this epoch
+            with _replacing(out / 'last.pth') as last:
+                torch.save(checkpoint, last)
+                if metric >= best_metric:  # the same checkpoint: copy the file rather than serialise it again
+                    with _replacing(out / 'best.pth') as best:
+                        shutil.copyfile(last, best)
     return dict(final=val, best_top1=best_metric, metric_name='EMA val top-1' if ema else 'val top-1', output=out,
                 epochs=num_epochs, world_size=world, rank=rank)
 
@@ -456,6 +547,9 @@ def predict_images(model: nn.Module, paths: List[str], top_k: int = 5,
     transform = create_transform(**data_cfg)
     mode = 'L' if data_cfg['input_size'][0] == 1 else 'RGB'
     names = model.pretrained_cfg.get('label_names')
+    if names and len(names) != model.num_classes:
+        raise TrainError(f'the model has {model.num_classes} classes but {len(names)} label names '
+                         f'(config.json\'s label_names): give one name per class')
     if not names and model.num_classes == 1000:
         from timm.data import ImageNetInfo
         info = ImageNetInfo()

@@ -1,6 +1,9 @@
 """What the subcommands share: model-name checks with helpful errors, common option help."""
 import argparse
 import difflib
+import json
+import os
+from pathlib import Path
 
 import timm
 import torch
@@ -32,6 +35,47 @@ def check_model_name(name: str) -> str:
     raise CLIError(f"unknown model '{name}'.{hint} `timm-groupoct list` shows this package's models.")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {value}')
+    return value
+
+
+def _check_folder_config(folder: Path) -> None:
+    """A `local-dir:` folder has a readable config.json holding a JSON object; else a CLIError naming it."""
+    config = folder / 'config.json'
+    if not folder.is_dir():
+        raise CLIError(f'local-dir:{folder}: no such folder (a folder that `timm-groupoct export` wrote)')
+    try:
+        parsed = json.loads(config.read_text())
+    except FileNotFoundError:
+        raise CLIError(f'local-dir:{folder} has no config.json: it is not a folder that `timm-groupoct export` or '
+                       f'timm wrote (export the checkpoint again)') from None
+    except (OSError, ValueError) as e:
+        raise CLIError(f'{config} is not valid JSON ({e}): export the folder again') from e
+    if not isinstance(parsed, dict) or 'architecture' not in parsed:
+        raise CLIError(f'{config} is not a timm model config (no "architecture" key): export the folder again')
+
+
+def create_model_for_cli(name: str, **kwargs) -> nn.Module:
+    """`timm.create_model(name, **kwargs)` with every way a name, a folder or the Hub can fail as a CLIError:
+    the one path `eval`, `predict` and `info` load models through."""
+    if name.startswith('local-dir:'):
+        _check_folder_config(Path(name[len('local-dir:'):]))
+    try:
+        return timm.create_model(name, **kwargs)
+    except (ValueError, RuntimeError, TypeError) as e:  # what timm and this package raise for bad weights / args
+        raise CLIError(str(e)) from e
+    except OSError as e:  # huggingface_hub: not in the offline cache, no such repo, no network
+        hint = ' (HF_HUB_OFFLINE is set: only the local cache is read)' if os.environ.get('HF_HUB_OFFLINE') else ''
+        raise CLIError(f'cannot load {name}: {type(e).__name__}: {str(e).splitlines()[0]}{hint}') from e
+
+
 def add_inference_args(parser: argparse.ArgumentParser) -> None:
     """`--channels-last` and `--reparam`, the flags of timm's validate.py that make inference faster, and
     `--runtime`, which runs an exported runtime file instead of the torch model."""
@@ -60,10 +104,7 @@ def load_for_inference(name: str, args: argparse.Namespace) -> nn.Module:
         except (ExportError, ImportError, FileNotFoundError) as e:
             raise CLIError(str(e)) from e
     pretrained = getattr(args, 'pretrained', False) or name.startswith(('hf-hub:', 'local-dir:'))
-    try:
-        model = timm.create_model(name, pretrained=pretrained)
-    except (ValueError, RuntimeError) as e:  # what timm and this package raise for bad weights
-        raise CLIError(str(e)) from e
+    model = create_model_for_cli(name, pretrained=pretrained)
     if args.reparam:
         model = timm_groupoct.prepare_for_inference(model, inplace=True)
     if args.channels_last:

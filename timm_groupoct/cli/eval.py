@@ -3,7 +3,7 @@ from torch.utils.data import DataLoader
 
 from ..data import load_data
 from ..train import evaluate
-from ._common import CLIError, add_inference_args, check_model_name, load_for_inference
+from ._common import CLIError, add_inference_args, check_model_name, load_for_inference, positive_int
 
 
 def add_parser(sub):
@@ -14,8 +14,8 @@ def add_parser(sub):
     p.add_argument('--data-dir', default=None, help='root folder of a torch/ or hfds/ data set')
     p.add_argument('--val-split', default='validation', help='the split to evaluate')
     p.add_argument('--pretrained', action='store_true', help='load weights (implied for hf-hub: / local-dir:)')
-    p.add_argument('--img-size', type=int, default=None)
-    p.add_argument('-b', '--batch-size', type=int, default=128)
+    p.add_argument('--img-size', type=positive_int, default=None, help="input size (default: the weights' own)")
+    p.add_argument('-b', '--batch-size', type=positive_int, default=128)
     add_inference_args(p)
     p.set_defaults(run=run)
 

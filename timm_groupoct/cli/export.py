@@ -22,6 +22,7 @@ def add_parser(sub):
                    help='class names: a file with one per line, or a comma-separated list (default: none stored)')
     p.add_argument('--metric', action='append', default=[], metavar='NAME=VALUE',
                    help='a metric for the model card, e.g. --metric top1=97.5 (repeatable)')
+    p.add_argument('--overwrite', action='store_true', help='replace the files of an export already in --out')
     p.add_argument('--push', default=None, metavar='ORG/REPO', help='upload the folder to the Hugging Face Hub')
     g = p.add_argument_group(
         'runtime file', 'With --format, the folder also gets DIR/model.onnx (onnxruntime) or DIR/openvino_model.xml '
@@ -60,11 +61,17 @@ def _metrics(items):
     return metrics
 
 
-def _write_runtime_files(model, args) -> str:
+def _check_runtime_flags(args) -> None:
+    if args.format is None and (args.img_size or args.dynamic_size or args.dynamo or args.opset):
+        raise CLIError('--img-size, --dynamic-size, --dynamo and --opset shape a runtime file: add --format onnx '
+                       'or --format openvino')
     if args.img_size is not None and args.img_size < 1:
         raise CLIError(f'--img-size must be positive, got {args.img_size}')
     if args.format == 'openvino' and (args.dynamo or args.opset):
         raise CLIError('--dynamo and --opset choose the ONNX exporter; they do nothing with --format openvino')
+
+
+def _write_runtime_files(model, args) -> str:
     try:
         spec = write_runtime_files(model, args.out, args.format, args.img_size, dynamic_size=args.dynamic_size,
                                    dynamo=args.dynamo, opset=args.opset)
@@ -78,13 +85,11 @@ def _write_runtime_files(model, args) -> str:
 
 def run(args) -> int:
     name = check_model_name(args.model)
-    if args.format is None and (args.img_size or args.dynamic_size or args.dynamo or args.opset):
-        raise CLIError('--img-size, --dynamic-size, --dynamo and --opset shape a runtime file: add --format onnx '
-                       'or --format openvino')
+    _check_runtime_flags(args)
     try:
         model, paths = export_for_hub(name, args.checkpoint, args.out, label_names=_labels(args.labels),
-                                      metrics=_metrics(args.metric))
-    except CheckpointError as e:
+                                      metrics=_metrics(args.metric), overwrite=args.overwrite)
+    except (CheckpointError, FileExistsError) as e:
         raise CLIError(str(e)) from e
     print(f'exported {args.checkpoint} as {name} ({model.num_classes} classes) -> '
           + ', '.join(str(p) for p in paths))

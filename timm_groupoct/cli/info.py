@@ -1,8 +1,6 @@
 """`timm-groupoct info MODEL [--input-size C H W]`: stage shapes, parameters, GFLOPs and groups."""
-import timm
-
 from ..summary import model_report
-from ._common import CLIError, check_model_name
+from ._common import CLIError, check_model_name, create_model_for_cli
 
 
 def add_parser(sub):
@@ -24,10 +22,7 @@ def run(args) -> int:
         if any(s < 1 for s in input_size):
             raise CLIError(f'--input-size must be positive, got {" ".join(map(str, input_size))}')
         kwargs['in_chans'] = input_size[0]
-    try:
-        model = timm.create_model(name, **kwargs)
-    except ValueError as e:
-        raise CLIError(str(e)) from e
+    model = create_model_for_cli(name, **kwargs)
     input_size = input_size or model.pretrained_cfg['input_size']
     try:
         report = model_report(model, input_size, name=name)

@@ -1,17 +1,16 @@
 """`timm-groupoct predict --model NAME|hf-hub:...|local-dir:... IMAGE...`: top-k classes with probabilities."""
 from pathlib import Path
 
-
 from ..train import TrainError, predict_images
-from ._common import CLIError, add_inference_args, check_model_name, load_for_inference
+from ._common import CLIError, add_inference_args, check_model_name, load_for_inference, positive_int
 
 
 def add_parser(sub):
     p = sub.add_parser('predict', help='classify image files')
     p.add_argument('--model', required=True, help="model name, 'hf-hub:ORG/REPO' or 'local-dir:DIR'")
     p.add_argument('images', nargs='+', help='image files')
-    p.add_argument('--top-k', type=int, default=5)
-    p.add_argument('--img-size', type=int, default=None, help="input size (default: the weights' own)")
+    p.add_argument('--top-k', type=positive_int, default=5, help='how many classes to print per image')
+    p.add_argument('--img-size', type=positive_int, default=None, help="input size (default: the weights' own)")
     p.add_argument('--pretrained', action='store_true', help='load weights (implied for hf-hub: / local-dir:)')
     add_inference_args(p)
     p.set_defaults(run=run)

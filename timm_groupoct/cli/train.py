@@ -89,6 +89,7 @@ _OPTIONS = (
         (('--seed',), dict(type=int), 'random seed'),
         (('--output',), dict(), 'output folder'),
         (('--resume',), dict(), 'continue from a last.pth written by this command'),
+        (('--overwrite',), _SWITCH, 'replace the run already in --output (default: refuse, nothing is replaced)'),
         (('--lr-base',), dict(type=float), 'with no --lr: lr = lr-base x global batch / lr-base-size'),
         (('--lr-base-size',), dict(type=int), 'see --lr-base'),
         (('--lr-base-scale',), dict(), "'linear' or 'sqrt' (default: sqrt for adaptive optimizers)"),
@@ -179,12 +180,15 @@ def _typed(key: str, value: Any, path: str) -> Any:
         return value
     values = value if is_list and isinstance(value, list) else [value]
     try:
-        if kind is bool and not all(isinstance(v, bool) for v in values):
+        # no silent truncation (epochs: 1.5 -> 1) and no booleans as numbers (epochs: true -> 1)
+        if kind is bool and not all(isinstance(v, bool) for v in values) or \
+                kind in (int, float) and any(isinstance(v, bool) for v in values) or \
+                kind is int and any(isinstance(v, float) and not v.is_integer() for v in values):
             raise TypeError
         converted = [kind(v) for v in values]
     except (TypeError, ValueError) as e:
-        raise CLIError(f'--config {path}: {key}: {value!r} is not {"a list of " if is_list else "a "}'
-                       f'{kind.__name__}') from e
+        article = 'a list of' if is_list else 'an' if kind.__name__[0] in 'aeiou' else 'a'
+        raise CLIError(f'--config {path}: {key}: {value!r} is not {article} {kind.__name__}') from e
     return converted if is_list else converted[0]
 
 

@@ -16,7 +16,7 @@ from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import FeatureGetterNet, feature_take_indices
 
 from ..layers import conv_norm_act, get_conv_norm_layers
-from ._weights import check_state_dict_fits, fetch_hub_weights, load_checkpoint, weights_file_in
+from ._weights import CheckpointError, check_state_dict_fits, fetch_hub_weights, load_checkpoint, weights_file_in
 
 __all__ = ['default_cfg', 'build_model', 'check_int', 'check_rate', 'check_num_classes', 'make_stem',
            'resolve_stem_stride', 'stage_strides', 'StagePlan', 'plan_stages', 'StagedClassifier', 'StagedFeatureGetterNet']
@@ -97,9 +97,21 @@ def build_model(
         source, cfg = _weights_source(variant, kwargs)
         pretrained_filter_fn = _checked_filter(pretrained_filter_fn, source, cfg)
         state_dict = _read_weights(cfg)
+        overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
         if state_dict is not None:  # read here, safely and with errors that name the file; timm takes it as is
-            kwargs['pretrained_cfg_overlay'] = dict(
-                kwargs.get('pretrained_cfg_overlay') or {}, state_dict=state_dict, source='')
+            overlay.update(state_dict=state_dict, source='')
+        # timm keeps the file's classifier only where the cfg's class count equals the model's: give it the
+        # file's own count, so that a head that fits is loaded, not replaced by a random one
+        weights = state_dict if state_dict is not None else cfg.get('state_dict')
+        head = f'{cfg.get("classifier")}.weight'
+        if isinstance(weights, dict) and isinstance(weights.get(head), torch.Tensor):
+            file_classes = weights[head].shape[0]
+            if cfg.get('source') in ('local-dir', 'hf-hub') and cfg.get('num_classes') != file_classes:
+                raise CheckpointError(
+                    f'{source}: its config.json says num_classes={cfg.get("num_classes")}, but its weights have a '
+                    f'{file_classes}-class classifier ({head}): correct config.json, or export the folder again')
+            overlay['num_classes'] = file_classes
+        kwargs['pretrained_cfg_overlay'] = overlay
     levels = len(kwargs['depths']) + 1
     if kwargs.get('features_only'):
         _check_out_indices(kwargs.get('out_indices'), levels)

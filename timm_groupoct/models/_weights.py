@@ -42,8 +42,12 @@ def check_state_dict_fits(model: torch.nn.Module, state_dict: Dict[str, torch.Te
     unexpected = [k for k in state_dict if k not in own and k not in adaptable]
     shapes = [f'{k}: {tuple(state_dict[k].shape)} in the file, {tuple(v.shape)} in the model'
               for k, v in own.items() if k in state_dict and k not in adaptable and state_dict[k].shape != v.shape]
+    # an integer or bool tensor would be cast into a float parameter without a word
+    kinds = [f'{k}: {state_dict[k].dtype} in the file, {v.dtype} in the model' for k, v in own.items()
+             if k in state_dict and state_dict[k].is_floating_point() != v.is_floating_point()]
     problems = [(f'{len(items)} {what}', items[:show]) for what, items in (
-        ('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes)) if items]
+        ('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes),
+        ('dtype mismatches (integer or bool against floating point)', kinds)) if items]
     if problems:
         detail = '; '.join(f"{head} (first: {', '.join(items)})" for head, items in problems)
         raise CheckpointError(f'checkpoint {source} does not fit {type(model).__name__}: {detail}')
