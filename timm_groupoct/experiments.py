@@ -1,8 +1,8 @@
-"""Seed 003's experiment on real data: the same model with BatchNorm and with GroupNorm, trained at several batch
+"""The BatchNorm-vs-GroupNorm experiment of Wu & He, "Group Normalization" (ECCV 2018, arXiv:1803.08494), on real
+data at a small scale: the same model with BatchNorm and with GroupNorm, trained at several batch
 sizes on scikit-learn's digits. GroupNorm normalises each sample on its own, so its results should not depend on
 the batch size; BatchNorm's statistics get noisy as batches shrink (Wu & He, 2018)."""
 import csv
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Sequence
@@ -14,7 +14,7 @@ from timm.optim import create_optimizer_v2
 from torch.utils.data import DataLoader
 
 from .data import digits_datasets
-from .train import evaluate
+from .train import evaluate, train_one_epoch
 
 __all__ = ['RunResult', 'train_and_evaluate', 'bn_vs_gn', 'write_results']
 
@@ -32,8 +32,8 @@ class RunResult:
 
 def train_and_evaluate(model_name: str, norm: str, batch_size: int, epochs: int, img_size: int, lr: float,
                        seed: int, max_train_samples: int = 0, progress: bool = True) -> RunResult:
-    """Train `model_name` (one grey input channel, 10 classes, `norm_layer=norm`) on digits; report per epoch."""
-    from tqdm import tqdm
+    """Train `model_name` (one grey input channel, 10 classes, `norm_layer=norm`) on digits with `train.py`'s
+    epoch loop (AdamW at a constant lr, no augmentation); report per epoch."""
     torch.manual_seed(seed)
     train_set, val_set = digits_datasets(img_size=img_size, seed=seed)
     if max_train_samples:
@@ -49,20 +49,11 @@ def train_and_evaluate(model_name: str, norm: str, batch_size: int, epochs: int,
     seen, train_time = 0, 0.
     for epoch in range(epochs):
         model.train()
-        losses = []
-        bar = tqdm(train_loader, desc=f'{norm:>9} bs {batch_size:>3} epoch {epoch + 1}/{epochs}', leave=False,
-                   disable=not progress)
-        start = time.perf_counter()
-        for x, y in bar:
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f'{loss.item():.3f}')
-        train_time += time.perf_counter() - start
-        seen += len(losses) * batch_size
-        result.train_loss_curve.append(sum(losses) / len(losses))
+        stats = train_one_epoch(model, train_loader, optimizer, F.cross_entropy, progress=progress,
+                                desc=f'{norm:>9} bs {batch_size:>3} epoch {epoch + 1}/{epochs}')
+        train_time += stats['seconds']
+        seen += stats['images']
+        result.train_loss_curve.append(stats['loss_sum'] / stats['steps'])
         result.val_top1_curve.append(evaluate(model, val_loader)['top1'])
     result.final_train_loss = result.train_loss_curve[-1]
     result.val_top1 = result.val_top1_curve[-1]

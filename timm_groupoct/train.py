@@ -40,8 +40,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
 from .data import DataError, load_data
+from .models._weights import names_weights_location
 
-__all__ = ['TrainConfig', 'TrainError', 'evaluate', 'freeze_backbone', 'train', 'predict_images']
+__all__ = ['TrainConfig', 'TrainError', 'evaluate', 'freeze_backbone', 'train', 'train_one_epoch', 'predict_images']
 
 AMP_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
 MIXUP_MODES = ('batch', 'pair', 'elem')  # timm's Mixup
@@ -323,7 +324,7 @@ def _mean_lr(optimizer: torch.optim.Optimizer) -> float:
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    if not (timm.is_model(cfg.model) or cfg.model.startswith(('hf-hub:', 'local-dir:'))):
+    if not (timm.is_model(cfg.model) or names_weights_location(cfg.model)):
         raise TrainError(f"unknown model '{cfg.model}'")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise TrainError(f'--epochs and --batch-size must be positive, got {cfg.epochs} and {cfg.batch_size}')
@@ -366,13 +367,69 @@ def _losses(cfg: TrainConfig, num_classes: int) -> Tuple[Optional[Mixup], nn.Mod
     return None, nn.CrossEntropyLoss()
 
 
+def train_one_epoch(
+        model: nn.Module,
+        loader: DataLoader,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable,
+        module: Optional[nn.Module] = None,
+        device: Optional[torch.device] = None,
+        autocast: Callable = nullcontext,
+        scaler: Optional[NativeScaler] = None,
+        clip_grad: Optional[float] = None,
+        mixup: Optional[Mixup] = None,
+        ema: Optional[ModelEmaV3] = None,
+        ema_step: int = 0,
+        channels_last: bool = False,
+        world_size: int = 1,
+        desc: str = '',
+        progress: bool = False,
+) -> Dict[str, float]:
+    """One pass over `loader` (the model in the train mode its caller set): forward under `autocast`, the loss,
+    backward (through `scaler` for float16 AMP), gradient clipping, the optimizer step and the EMA update.
+
+    Args:
+        model: what runs the forward pass (a DistributedDataParallel wrapper, say).
+        module: the model itself, whose parameters are clipped and which the EMA follows (default `model`).
+        ema_step: the EMA's step count at the start of the epoch.
+
+    Returns: loss_sum (of the per-batch mean losses), steps, images (over all processes) and seconds.
+    """
+    from tqdm import tqdm
+    module = module if module is not None else model
+    loss_sum, steps, seen, start = 0., 0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
+    for x, y in bar:
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if mixup is not None:
+            x, y = mixup(x, y)
+        with autocast():
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        if scaler is not None:
+            scaler(loss, optimizer, clip_grad=clip_grad, parameters=module.parameters())
+        else:
+            loss.backward()
+            if clip_grad is not None:
+                dispatch_clip_grad(module.parameters(), clip_grad)
+            optimizer.step()
+        if ema is not None:
+            ema.update(module, step=ema_step + steps)
+        loss_sum, steps, seen = loss_sum + loss.item(), steps + 1, seen + len(y) * world_size
+        bar.set_postfix(loss=f'{loss.item():.3f}', img_s=f'{seen / (time.perf_counter() - start):.0f}',
+                        lr=f'{_mean_lr(optimizer):.2e}')
+    return dict(loss_sum=loss_sum, steps=steps, images=seen, seconds=time.perf_counter() - start)
+
+
 def train(cfg: TrainConfig, progress: bool = True, log=print) -> Dict[str, object]:
     """Run `cfg`; returns the final metrics, the best val top-1 and the output paths.
 
     Under `torchrun` every process runs this; `batch_size` is per process, as in timm, and only rank 0 logs and
     writes.
     """
-    from tqdm import tqdm
     _check_config(cfg)
     try:
         import matplotlib  # noqa: F401 (curves.png; checked now rather than after the first epoch)
@@ -380,13 +437,13 @@ def train(cfg: TrainConfig, progress: bool = True, log=print) -> Dict[str, objec
         raise TrainError("train draws curves.png with matplotlib: pip install 'timm-groupoct[experiments]'") from e
     env = init_distributed_device_so(cfg.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     try:
-        return _train(cfg, env, progress, log, tqdm)
+        return _train(cfg, env, progress, log)
     finally:
         if env['distributed']:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, env: dict, progress: bool, log, tqdm) -> Dict[str, object]:
+def _train(cfg: TrainConfig, env: dict, progress: bool, log) -> Dict[str, object]:
     device, rank, world = torch.device(env['device']), env['global_rank'], env['world_size']
     primary = rank == 0
     if not primary:
@@ -472,30 +529,12 @@ def _train(cfg: TrainConfig, env: dict, progress: bool, log, tqdm) -> Dict[str, 
         train_model.train()
         for module in frozen:
             module.eval()
-        loss_sum, steps, seen, start = 0., 0, 0, time.perf_counter()
-        bar = tqdm(train_loader, desc=f'epoch {epoch + 1}/{num_epochs}', leave=False, disable=not progress)
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if mixup is not None:
-                x, y = mixup(x, y)
-            with autocast():
-                loss = train_loss_fn(train_model(x), y)
-            optimizer.zero_grad()
-            if scaler is not None:
-                scaler(loss, optimizer, clip_grad=cfg.clip_grad, parameters=model.parameters())
-            else:
-                loss.backward()
-                if cfg.clip_grad is not None:
-                    dispatch_clip_grad(model.parameters(), cfg.clip_grad)
-                optimizer.step()
-            if ema is not None:
-                ema.update(model, step=epoch * len(train_loader) + steps)
-            loss_sum, steps, seen = loss_sum + loss.item(), steps + 1, seen + len(y) * world
-            bar.set_postfix(loss=f'{loss.item():.3f}', img_s=f'{seen / (time.perf_counter() - start):.0f}',
-                            lr=f'{_mean_lr(optimizer):.2e}')
-        train_seconds = time.perf_counter() - start
+        epoch_stats = train_one_epoch(
+            train_model, train_loader, optimizer, train_loss_fn, module=model, device=device, autocast=autocast,
+            scaler=scaler, clip_grad=cfg.clip_grad, mixup=mixup, ema=ema, ema_step=epoch * len(train_loader),
+            channels_last=cfg.channels_last, world_size=world, desc=f'epoch {epoch + 1}/{num_epochs}',
+            progress=progress)
+        loss_sum, steps, seen, train_seconds = (epoch_stats[k] for k in ('loss_sum', 'steps', 'images', 'seconds'))
         train_loss = _sum_over_processes([loss_sum / steps], device)[0] / world
         if env['distributed']:  # each process has its own norm statistics: average them, as timm's --dist-bn reduce
             for module in (model, ema.module) if ema is not None else (model,):

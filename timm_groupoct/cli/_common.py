@@ -11,6 +11,7 @@ import torch.nn as nn
 
 import timm_groupoct
 from timm_groupoct.deploy import RUNTIMES, ExportError, load_exported
+from timm_groupoct.models._weights import names_weights_location
 
 
 CHANNELS_LAST_HELP = 'run in channels_last memory format (on the CPU much faster for octave models)'
@@ -26,7 +27,7 @@ class CLIError(Exception):
 
 def check_model_name(name: str) -> str:
     """Return `name` if timm can build it, else raise a CLIError listing close matches."""
-    if name.startswith(('hf-hub:', 'local-dir:')) or timm.is_model(name):
+    if names_weights_location(name) or timm.is_model(name):
         return name
     ours = timm_groupoct.list_models()
     close = difflib.get_close_matches(name, ours, n=5, cutoff=0.5) or \
@@ -103,7 +104,7 @@ def load_for_inference(name: str, args: argparse.Namespace) -> nn.Module:
             return load_exported(name[len('local-dir:'):], args.runtime)
         except (ExportError, ImportError, FileNotFoundError) as e:
             raise CLIError(str(e)) from e
-    pretrained = getattr(args, 'pretrained', False) or name.startswith(('hf-hub:', 'local-dir:'))
+    pretrained = getattr(args, 'pretrained', False) or names_weights_location(name)
     model = create_model_for_cli(name, pretrained=pretrained)
     if args.reparam:
         model = timm_groupoct.prepare_for_inference(model, inplace=True)

@@ -1,4 +1,3 @@
-"""Model families; importing a module registers its models with timm."""
-from .groupnet import *
-from .resnext import *
-from .octnet import *
+"""Model families; importing a module registers its models with timm. Each family's classes and checkpoint filter
+are reached through its module (`timm_groupoct.models.octnet.checkpoint_filter_fn`)."""
+from . import groupnet, octnet, resnext  # noqa: F401 (registration)

@@ -4,6 +4,7 @@ Files are read with safetensors, or with `torch.load(weights_only=True)` for `.p
 unpickling. Every failure names the file.
 """
 import argparse
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, Tuple, Union
 
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 
 __all__ = [
     'CheckpointError', 'read_checkpoint', 'load_checkpoint', 'check_state_dict_fits', 'fetch_hub_weights',
-    'weights_file_in',
+    'weights_file_in', 'names_weights_location', 'resnet_layout_key',
 ]
 
 # the weight files a Hub-style folder may hold, preferred first (timm's order)
@@ -23,6 +24,21 @@ PathLike = Union[str, Path]
 # a training checkpoint's weights; EMA weights first, as timm's load_checkpoint(use_ema=True) takes them (timm's
 # train.py and ours report the EMA's metric when they keep one)
 _NESTED_KEYS = ('state_dict_ema', 'state_dict', 'model', 'model_state_dict')
+
+
+def names_weights_location(model_name: str) -> bool:
+    """Whether a model name is a place to load weights from, 'hf-hub:ORG/REPO' or 'local-dir:DIR' (timm's
+    prefixes), rather than an architecture name."""
+    return model_name.startswith(('hf-hub:', 'local-dir:'))
+
+
+def resnet_layout_key(key: str) -> str:
+    """A timm / torchvision ResNet key in this package's layout: DataParallel's `module.` prefix dropped,
+    `conv1` / `bn1` -> `stem.0.conv` / `stem.0.bn`, `layerN.` -> `stages.{N-1}.`; other keys unchanged."""
+    key = re.sub(r'^module\.', '', key)
+    key = re.sub(r'^conv1\.', 'stem.0.conv.', key)
+    key = re.sub(r'^bn1\.', 'stem.0.bn.', key)
+    return re.sub(r'^layer(\d+)\.', lambda m: f'stages.{int(m.group(1)) - 1}.', key)
 
 
 class CheckpointError(ValueError):

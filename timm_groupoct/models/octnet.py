@@ -1,8 +1,12 @@
-"""OctNet family (seed 004; Chen et al., "Drop an Octave", ICCV 2019): networks of Octave convolutions.
+"""OctNet family: networks of Octave convolutions (Chen et al., "Drop an Octave: Reducing Spatial Redundancy in
+Convolutional Neural Networks with Octave Convolution", ICCV 2019, arXiv:1904.05049).
 
-`octnet_mini` is seed 004's OctNetMini. `oct_resnet*` / `oct_resnext50_32x4d` follow the paper with the layout of
-the widely used PyTorch reference (d-li14/octconv.pytorch): the stem and the first block's input are single-band,
-the first block of the last stage goes back to one band (alpha_out = 0) and the rest of the last stage is vanilla.
+Reference code: d-li14/octconv.pytorch (Apache-2.0), whose ImageNet checkpoints `checkpoint_filter_fn` loads;
+the authors' MXNet code is facebookresearch/OctConv.
+
+`octnet_mini` is a small octave-conv network for 32x32 inputs. `oct_resnet*` / `oct_resnext50_32x4d` follow the
+paper with the layout of the reference: the stem and the first block's input are single-band, the first block of
+the last stage goes back to one band (alpha_out = 0) and the rest of the last stage is vanilla.
 Stride-2 layers downsample the bands by average pooling, as the paper does; with `alpha=0` every layer is a
 plain (strided) conv and the network is exactly ResNet-50 / ResNeXt-50.
 """
@@ -17,6 +21,7 @@ from ..layers import (
     BandSequential, Bands, MergeBands, OctaveBottleneck, OctaveConvNormAct, OctaveStage, SplitBands, resnext_width)
 from ._family import (
     StagedClassifier, build_model, check_int, check_rate, default_cfg, plan_stages, stage_strides)
+from ._weights import resnet_layout_key
 
 __all__ = ['OctNet', 'checkpoint_filter_fn']
 
@@ -54,7 +59,7 @@ class OctNet(StagedClassifier):
     ):
         """
         Args:
-            block: 'conv' (seed 004's 3x3 octave conv + per-band norm + act) or 'bottleneck' (`OctaveBottleneck`,
+            block: 'conv' (a 3x3 octave conv + per-band norm + act) or 'bottleneck' (`OctaveBottleneck`,
                 width `int(width / 4 * base_width / 64) * groups`).
             alpha: share of low-frequency channels in every block's output.
             stem_alpha: share split off the stem output (default `alpha`; 0 keeps the first block's input single-band).
@@ -127,10 +132,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: OctNet) -> 
     state_dict = state_dict.get('state_dict', state_dict)
     out = {}
     for k, v in state_dict.items():
-        k = re.sub(r'^module\.', '', k)
-        k = re.sub(r'^conv1\.', 'stem.0.conv.', k)
-        k = re.sub(r'^bn1\.', 'stem.0.bn.', k)
-        k = re.sub(r'^layer(\d+)\.', lambda m: f'stages.{int(m.group(1)) - 1}.', k)
+        k = resnet_layout_key(k)
         k = k.replace('.downsample.0.conv.', '.downsample.conv.').replace('.downsample.0.bn_', '.downsample.bn_')
         # vanilla (timm / torchvision) block keys: one band, the high one
         k = re.sub(r'\.conv(\d)\.weight$', r'.conv\1.conv.conv_h2h.weight', k)
@@ -147,7 +149,6 @@ def _create_octnet(variant: str, pretrained: bool = False, **kwargs) -> OctNet:
 
 
 default_cfgs = generate_default_cfgs({
-    # seed 004 runs OctNetMini on 32x32 images
     'octnet_mini': default_cfg(input_size=(3, 32, 32), pool_size=(32, 32), crop_pct=1.0),
     'octnet_mini_gn': default_cfg(input_size=(3, 32, 32), pool_size=(32, 32), crop_pct=1.0),
     'oct_resnet26': default_cfg(),
@@ -167,7 +168,8 @@ def _oct_resnet(variant: str, pretrained: bool, model_args: dict, kwargs: dict) 
 
 @register_model
 def octnet_mini(pretrained: bool = False, **kwargs) -> OctNet:
-    """OctNetMini of seed 004: 3x3 stem 64 -> split (alpha 0.5) -> octave conv blocks 64->128, 128->128 -> merge."""
+    """OctNet-Mini: octave-conv network for 32x32 inputs, 3x3 stem 64 -> split (alpha 0.5) -> octave conv blocks
+    64->128, 128->128 -> merge."""
     model_args = dict(depths=(1, 1), widths=(128, 128), block='conv', alpha=0.5, stem_type='single')
     return _create_octnet('octnet_mini', pretrained, **dict(model_args, **kwargs))
 

@@ -1,17 +1,20 @@
-"""ResNeXt family (seed 001; Xie et al., "Aggregated Residual Transformations for Deep Neural Networks", 2017).
+"""ResNeXt family (Xie et al., "Aggregated Residual Transformations for Deep Neural Networks", CVPR 2017,
+arXiv:1611.05431; reference code facebookresearch/ResNeXt, BSD license), with GroupNorm (Wu & He, ECCV 2018,
+arXiv:1803.08494) and weight standardization (Qiao et al., arXiv:1903.10520). Layer names and weights follow
+timm's `resnet.py` (Apache-2.0) and torchvision's `resnet.py` (BSD-3-Clause).
 
 The models are `GroupNet` configurations: ResNeXt's width rule `int(planes * base_width / 64) * groups` with
 expansion 4, a ResNet stem for ImageNet or a single 3x3 conv for CIFAR. GroupNorm variants make small-batch,
 detection-friendly backbones. `checkpoint_filter_fn` maps timm's and torchvision's ResNe(X)t keys onto these
 models, so their published weights load (and the models then compute what timm's compute).
 """
-import re
 from typing import Dict
 
 import torch
 from timm.models import generate_default_cfgs, register_model
 
 from ._family import build_model, default_cfg
+from ._weights import resnet_layout_key
 from .groupnet import GroupNet
 
 __all__ = ['checkpoint_filter_fn']
@@ -22,15 +25,9 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: GroupNet) -> Dict[str, torch.Tensor]:
     """timm / torchvision ResNe(X)t keys -> this family's: `conv1` / `bn1` -> `stem.0.conv` / `stem.0.bn`,
-    `layerN.` -> `stages.{N-1}.`; the block keys (conv1..3, bn1..3, downsample.0/1) and `fc` are already shared.
-    Keys already in this family's layout pass unchanged."""
-    out = {}
-    for k, v in state_dict.items():
-        k = re.sub(r'^conv1\.', 'stem.0.conv.', k)
-        k = re.sub(r'^bn1\.', 'stem.0.bn.', k)
-        k = re.sub(r'^layer(\d+)\.', lambda m: f'stages.{int(m.group(1)) - 1}.', k)
-        out[k] = v
-    return out
+    `layerN.` -> `stages.{N-1}.` (`_weights.resnet_layout_key`); the block keys (conv1..3, bn1..3,
+    downsample.0/1) and `fc` are already shared. Keys already in this family's layout pass unchanged."""
+    return {resnet_layout_key(k): v for k, v in state_dict.items()}
 
 
 def _create_resnext(variant: str, pretrained: bool = False, **kwargs) -> GroupNet:
@@ -82,7 +79,7 @@ def resnext29_16x64d(pretrained: bool = False, **kwargs) -> GroupNet:
 
 @register_model
 def resnext_simple11_4g(pretrained: bool = False, **kwargs) -> GroupNet:
-    """Seed 001's simple grouped residual block (one grouped 3x3 + norm + act) as a network for 32x32 input:
+    """A ResNeXt of simple grouped residual blocks (one grouped 3x3 + norm + act each) for 32x32 input:
     3x3 stem 64, stages 64/128/256 x 3 blocks, groups 4."""
     model_args = dict(stem_type='single', stem_width=64, block='basic', depths=(3, 3, 3), widths=(64, 128, 256),
                       strides=(1, 2, 2), groups=4)
