@@ -26,7 +26,7 @@ DEMO := runs/demo
 # Train octnet_mini on scikit-learn's digits (no download) with the recipe configs/octnet_mini-digits.yaml, export
 # it as a Hub-ready folder, load it back by local-dir: name, evaluate it, and classify three saved validation digits.
 demo: venv
-	@echo '== 1/5 the model: octnet_mini (seed 004 OctNet) for 16x16 grey digits'
+	@echo '== 1/5 the model: octnet_mini (an Octave-convolution network) for 16x16 grey digits'
 	$(VENV)/bin/timm-groupoct info octnet_mini --input-size 1 16 16 --num-classes 10
 	@echo '== 2/5 train it on scikit-learn digits (configs/octnet_mini-digits.yaml)'
 	$(VENV)/bin/timm-groupoct train --config configs/octnet_mini-digits.yaml --output $(DEMO) --overwrite --no-progress

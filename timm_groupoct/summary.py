@@ -1,4 +1,4 @@
-"""Shape and cost report of a model: what seed 000 prints by hand, for any timm model with `feature_info`.
+"""Shape and cost report of a model: per feature level, for any timm model with `feature_info`.
 
 One row per feature level (the model's `feature_info`: stem and stages), with its output shape, and the
 parameters and GFLOPs of its part of the network (for a level inside the stem, the whole stem); then the rest

@@ -1,4 +1,5 @@
-"""`timm-groupoct experiment bn-vs-gn`: seed 003's BatchNorm vs GroupNorm experiment on scikit-learn's digits."""
+"""`timm-groupoct experiment bn-vs-gn`: the BatchNorm-vs-GroupNorm experiment of Wu & He (arXiv:1803.08494) on
+scikit-learn's digits."""
 import time
 from pathlib import Path
 

@@ -1,8 +1,8 @@
 """Grouped residual blocks and the group-count check they share.
 
-`GroupedBottleneck` is one block for two width rules: GroupNet's (`mid = round(out * bottleneck_ratio)`,
-seeds 000/002) and ResNeXt's (`mid = resnext_width(planes, base_width, groups)`, seed 001), the latter by
-passing `mid_chs`. `GroupedResidualBlock` is seed 001's simple block (one grouped 3x3). Module names are
+`GroupedBottleneck` is one block for two width rules: GroupNet's (`mid = round(out * bottleneck_ratio)`) and
+ResNeXt's (`mid = resnext_width(planes, base_width, groups)`; Xie et al., arXiv:1611.05431), the latter by
+passing `mid_chs`. `GroupedResidualBlock` is the simple block (one grouped 3x3). Module names are
 timm's ResNet block names (conv1/bn1 ... downsample.0/1), so timm's and torchvision's ResNe(X)t block weights
 load without renaming.
 """
@@ -31,7 +31,7 @@ def resolve_groups(channels: int, groups: int, adjust: bool = False, where: str 
     """Check that `groups` divides `channels`.
 
     Raises a ValueError naming the layer, its channels and the nearest valid group counts (and, where the caller
-    offers it, `can_adjust`, the `adjust_groups` option). With `adjust=True` (seed 002's behaviour, opt-in) it
+    offers it, `can_adjust`, the `adjust_groups` option). With `adjust=True` (opt-in) it
     instead lowers `groups` to the largest divisor of `channels` below it, and warns.
     """
     if not isinstance(groups, int) or groups < 1:
@@ -133,9 +133,9 @@ class GroupedBottleneck(nn.Module):
 
 
 class GroupedResidualBlock(nn.Module):
-    """3x3 grouped conv (carries the stride) -> norm -> act, plus a residual (seed 001's simple block).
+    """3x3 grouped conv (carries the stride) -> norm -> act, plus a residual (a one-conv grouped block).
 
-    (N, in_chs, H, W) -> (N, out_chs, ceil(H / stride), ceil(W / stride)). As in the seed the activation comes
+    (N, in_chs, H, W) -> (N, out_chs, ceil(H / stride), ceil(W / stride)). The activation comes
     before the add and there is none after it. The residual is the identity, or a strided 1x1 conv + norm.
     """
 

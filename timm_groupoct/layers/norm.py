@@ -4,7 +4,7 @@
 'evonorms0', classes such as `nn.BatchNorm2d`, ...) and two more names:
 
 - 'groupnorm' (or 'gn'): the group count follows one rule whatever the channel count, the first of
-  (32, 16, 8, 4, 2, 1) that divides it (seed 003);
+  (32, 16, 8, 4, 2, 1) that divides it (Wu & He, arXiv:1803.08494, use 32 groups);
 - 'gnws' (or 'groupnorm_ws'): GroupNorm after weight-standardized convolutions (timm's `StdConv2d`,
   Qiao et al. 2019).
 """

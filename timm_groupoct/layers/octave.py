@@ -1,4 +1,7 @@
-"""Octave convolution (Chen et al., "Drop an Octave", ICCV 2019) and its building blocks.
+"""Octave convolution (Chen et al., "Drop an Octave", ICCV 2019, arXiv:1904.05049) and its building blocks.
+
+Follows the reference d-li14/octconv.pytorch (Apache-2.0) in channel splits, group counts and stride-2
+pooling, and departs from it for alpha 0 / 1, odd sizes and export-clean band arithmetic.
 
 A feature map of C channels is held as two bands: high `x_h` (N, C - int(alpha * C), H, W) and low `x_l`
 (N, int(alpha * C), ceil(H / 2), ceil(W / 2)). A band with no channels is a 0-channel tensor that still carries

@@ -19,7 +19,8 @@ from ..layers import conv_norm_act, get_conv_norm_layers
 from ._weights import CheckpointError, check_state_dict_fits, fetch_hub_weights, load_checkpoint, weights_file_in
 
 __all__ = ['default_cfg', 'build_model', 'check_int', 'check_rate', 'check_num_classes', 'make_stem',
-           'resolve_stem_stride', 'stage_strides', 'StagePlan', 'plan_stages', 'StagedClassifier', 'StagedFeatureGetterNet']
+           'resolve_stem_stride', 'stage_strides', 'StagePlan', 'plan_stages', 'StagedClassifier',
+           'StagedFeatureGetterNet']
 
 # in the order timm's loader prefers them
 _WEIGHT_SOURCES = ('state_dict', 'file', 'hf_hub_id', 'url')
@@ -203,7 +204,7 @@ def make_stem(stem_type: str, in_chans: int, out_chs: int, stride: int, norm_lay
               act_layer: LayerType) -> nn.Sequential:
     """(N, in_chans, H, W) -> (N, out_chs, H / stride, W / stride).
 
-    'double': two 3x3 conv-norm-act (seed 000), the first strided for stride >= 2, both for 4;
+    'double': two 3x3 conv-norm-act, the first strided for stride >= 2, both for 4;
     'single': one 3x3 conv-norm-act (CIFAR ResNeXt); 'resnet': 7x7 stride-2 conv-norm-act + 3x3 stride-2 max pool.
     """
     layers = get_conv_norm_layers(norm_layer, act_layer)

@@ -1,10 +1,15 @@
-"""GroupNet: a stem, stages of grouped residual blocks, global pool + linear (seeds 000, 001 and 002).
+"""GroupNet: a stem, stages of grouped-convolution residual blocks, global pool + linear.
 
-One class serves the GroupNet family (seed 000's two-conv stem, bottleneck width `round(out * ratio)`) and the
-ResNeXt family in `resnext.py` (ResNet stem, width `int(planes * base_width / 64) * groups`, or seed 001's
-simple one-conv block). Each stage's first block carries the stage's stride. With the stride-1 stem of seed 000
-a 128x128 input leaves the stages at 64, 32 and 16 px; the ImageNet variants use a stride-4 stem and a
-stride-1 first stage, as ResNet does, so 224 px ends at 7x7.
+Grouped convolutions as in AlexNet (Krizhevsky et al., NeurIPS 2012) and ResNeXt (Xie et al., "Aggregated Residual
+Transformations for Deep Neural Networks", CVPR 2017, arXiv:1611.05431), in ResNet's bottleneck layout (He et al.,
+arXiv:1512.03385). Layer names follow timm's `resnet.py` (Apache-2.0) and torchvision's (BSD-3-Clause), whose
+weights load through `resnext.checkpoint_filter_fn`.
+
+One class serves the GroupNet models (a two-conv 3x3 stem, bottleneck width `round(out * bottleneck_ratio)`) and
+the ResNeXt family in `resnext.py` (ResNet stem, width `int(planes * base_width / 64) * groups`, or a one-conv
+grouped residual block). Each stage's first block carries the stage's stride. With the stride-1 stem a 128x128
+input leaves the stages at 64, 32 and 16 px; the ImageNet variants use a stride-4 stem and a stride-1 first stage,
+as ResNet does, so 224 px ends at 7x7.
 """
 from typing import Optional, Sequence
 
@@ -78,18 +83,18 @@ class GroupNet(StagedClassifier):
         Args:
             depths: blocks per stage.
             widths: output channels per stage.
-            strides: stride of each stage's first block; default 2 for every stage (seed 000).
+            strides: stride of each stage's first block; default 2 for every stage.
             stem_width: output channels of the stem.
-            stem_type: 'double' (two 3x3 convs, seed 000), 'single' (one 3x3 conv) or 'resnet' (7x7 conv + max
+            stem_type: 'double' (two 3x3 convs), 'single' (one 3x3 conv) or 'resnet' (7x7 conv + max
                 pool); see `make_stem`.
             stem_stride: 1, 2 or 4 for 'double' (default 1), 1 or 2 for 'single' (default 1), 4 for 'resnet'.
-            block: 'bottleneck' (`GroupedBottleneck`) or 'basic' (seed 001's one-conv `GroupedResidualBlock`).
+            block: 'bottleneck' (`GroupedBottleneck`) or 'basic' (the one-conv `GroupedResidualBlock`).
             groups: groups of every 3x3 grouped conv; must divide the channels it sees.
             bottleneck_ratio: bottleneck width = round(stage width * ratio) (GroupNet rule).
             base_width: if set, bottleneck width = int(stage width / 4 * base_width / 64) * groups (ResNeXt rule,
                 expansion 4); replaces `bottleneck_ratio`.
             adjust_groups: lower `groups` where it does not divide a block's channels (warns) instead of
-                raising (seed 002's behaviour).
+                raising (what `groupconvnet` is registered with).
             output_stride: the network's stride at its last stage (e.g. 16 or 8 for segmentation): the stages
                 beyond it dilate instead of striding, as in timm's ResNet. Default: no dilation.
         """
@@ -133,7 +138,7 @@ def _create_groupnet(variant: str, pretrained: bool = False, **kwargs) -> GroupN
 
 
 
-# Seed 000's network (and 002's) is a stride-1 model for small inputs: its reference size is 128 px.
+# groupnet_small and groupconvnet are stride-1 models for small inputs: their reference size is 128 px.
 default_cfgs = generate_default_cfgs({
     'groupnet_small': default_cfg(input_size=(3, 128, 128), pool_size=(16, 16), crop_pct=1.0),
     'groupnet_small_gn': default_cfg(input_size=(3, 128, 128), pool_size=(16, 16), crop_pct=1.0),
@@ -145,7 +150,8 @@ default_cfgs = generate_default_cfgs({
 
 @register_model
 def groupnet_small(pretrained: bool = False, **kwargs) -> GroupNet:
-    """GroupNet of seed 000: stride-1 stem 64, stages 128/256/512 x 2 blocks, groups 8, ratio 0.5."""
+    """GroupNet-Small: grouped-convolution bottleneck network for small inputs, stride-1 stem 64, stages
+    128/256/512 x 2 blocks, groups 8, ratio 0.5."""
     model_args = dict(depths=(2, 2, 2), widths=(128, 256, 512), stem_width=64, stem_stride=1, groups=8,
                       bottleneck_ratio=0.5)
     return _create_groupnet('groupnet_small', pretrained, **dict(model_args, **kwargs))
@@ -162,7 +168,7 @@ def groupnet_small_gn(pretrained: bool = False, **kwargs) -> GroupNet:
 
 @register_model
 def groupconvnet(pretrained: bool = False, **kwargs) -> GroupNet:
-    """GroupConvNet of seed 002: groupnet_small's layout, lowering groups (with a warning) where they
+    """GroupConvNet: groupnet_small's layout, lowering groups (with a warning) where they
     do not divide a bottleneck width instead of raising."""
     model_args = dict(depths=(2, 2, 2), widths=(128, 256, 512), stem_width=64, stem_stride=1, groups=8,
                       bottleneck_ratio=0.5, adjust_groups=True)
