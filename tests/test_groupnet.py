@@ -6,7 +6,6 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
-from timm.models import group_parameters
 
 import timm_groupoct
 from timm_groupoct.models.groupnet import GroupNet
@@ -135,47 +134,6 @@ def small():
     return timm.create_model('groupnet_small', num_classes=10).eval()
 
 
-def test_forward_features_and_head(small):
-    x = torch.randn(2, 3, 64, 64)
-    feats = small.forward_features(x)
-    assert feats.shape == (2, 512, 8, 8)
-    pre = small.forward_head(feats, pre_logits=True)
-    assert pre.shape == (2, small.num_features) == (2, small.head_hidden_size)
-    torch.testing.assert_close(small.forward_head(feats), small.fc(pre))
-    torch.testing.assert_close(small(x), small.forward_head(feats))
-
-
-def test_classifier_reset(small):
-    x = torch.randn(1, 3, 64, 64)
-    assert small.get_classifier() is small.fc
-    small.reset_classifier(7)
-    assert small(x).shape == (1, 7) and small.num_classes == 7
-    small.reset_classifier(0)
-    assert small(x).shape == (1, 512) and isinstance(small.get_classifier(), nn.Identity)
-    small.reset_classifier(0, '')
-    assert small(x).shape == (1, 512, 8, 8)
-    unpooled = timm.create_model('groupnet_small', num_classes=0, global_pool='').eval()
-    assert unpooled(x).shape == (1, 512, 8, 8)
-    maxpool = timm.create_model('groupnet_small', global_pool='max', num_classes=3)
-    assert maxpool.global_pool.pool_type == 'max'
-
-
-def test_default_cfgs_are_complete_and_right():
-    required = {'input_size', 'pool_size', 'crop_pct', 'interpolation', 'mean', 'std', 'first_conv', 'classifier',
-                'num_classes', 'license'}
-    for name in timm_groupoct.list_models():
-        model = timm.create_model(name).eval()
-        cfg = model.pretrained_cfg
-        assert required <= set(cfg), (name, required - set(cfg))
-        state = model.state_dict()
-        assert cfg['first_conv'] + '.weight' in state and cfg['classifier'] + '.weight' in state
-        assert state[cfg['first_conv'] + '.weight'].shape[1] == cfg['input_size'][0]
-        assert state[cfg['classifier'] + '.weight'].shape[0] == cfg['num_classes']
-        with torch.no_grad():
-            feats = model.forward_features(torch.randn(1, *cfg['input_size']))
-        assert tuple(feats.shape[-2:]) == cfg['pool_size'], name
-
-
 @pytest.mark.parametrize('out_indices', [None, (1, 3), (-1,)])
 def test_features_only(out_indices):
     kwargs = {} if out_indices is None else dict(out_indices=out_indices)
@@ -188,24 +146,6 @@ def test_features_only(out_indices):
     assert [(f.shape[1], 48 // f.shape[-1]) for f in feats] == expected
 
 
-def test_features_only_modules_exist():
-    model = timm.create_model('groupnet_tiny')
-    assert [f['module'] for f in model.feature_info] == ['stem.0', 'stages.0', 'stages.1', 'stages.2', 'stages.3']
-    for f in model.feature_info:
-        model.get_submodule(f['module'])
-
-
-def test_forward_intermediates_matches_forward_features(small):
-    x = torch.randn(1, 3, 64, 64)
-    final, inter = small.forward_intermediates(x)
-    torch.testing.assert_close(final, small.forward_features(x))
-    torch.testing.assert_close(inter[-1], final)
-    last_two = small.forward_intermediates(x, indices=2, intermediates_only=True)
-    assert [t.shape[1] for t in last_two] == [256, 512]
-    early = small.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
-    torch.testing.assert_close(early[0], inter[1])
-
-
 def test_prune_intermediate_layers(small):
     x = torch.randn(1, 3, 64, 64)
     expected = small.forward_intermediates(x, indices=[0, 2], intermediates_only=True)
@@ -215,32 +155,6 @@ def test_prune_intermediate_layers(small):
     got = small.forward_intermediates(x, indices=[0, 2], intermediates_only=True)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b)
-
-
-def test_grad_checkpointing_keeps_output_and_gradients():
-    model = timm.create_model('groupnet_small', num_classes=10, drop_path_rate=0.0)
-    x = torch.randn(2, 3, 32, 32)
-    out = model(x)
-    out.sum().backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    model.set_grad_checkpointing(True)
-    out2 = model(x)
-    out2.sum().backward()
-    torch.testing.assert_close(out2, out, rtol=1e-4, atol=1e-5)
-    for a, b in zip(grads, (p.grad for p in model.parameters())):
-        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
-
-
-def test_group_matcher_groups_every_parameter():
-    model = timm.create_model('groupnet_small')
-    groups = group_parameters(model, model.group_matcher(coarse=True))
-    names = [n for n, _ in model.named_parameters()]
-    assert sum(len(v) for v in groups.values()) == len(names)
-    assert groups[0] == [n for n in names if n.startswith('stem')]
-    assert len(groups) == 5  # stem, 3 stages, head
-    fine = group_parameters(model, model.group_matcher())
-    assert len(fine) == 1 + 6 + 1  # stem, 6 blocks, head
 
 
 @pytest.mark.parametrize('in_chans', [1, 4])
@@ -256,38 +170,6 @@ def test_drop_path_rates_increase_linearly():
     assert rates == pytest.approx([0.25 * i / 5 for i in range(1, 6)])  # first block's rate is 0: Identity
 
 
-def test_drop_rate_only_in_training():
-    model = timm.create_model('groupnet_small', num_classes=10, drop_rate=0.5).eval()
-    x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(model(x), model(x))
-
-
-def test_torchscript(small):
-    scripted = torch.jit.script(small)
-    x = torch.randn(1, 3, 32, 32)
-    torch.testing.assert_close(scripted(x), small(x))
-    torch.testing.assert_close(scripted.forward_features(x), small.forward_features(x))
-
-
-def test_torchvision_fx_feature_extraction(small):
-    from torchvision.models.feature_extraction import create_feature_extractor
-    extractor = create_feature_extractor(small, return_nodes={'stages.0': 'c2', 'stages.2': 'c4', 'fc': 'logits'})
-    x = torch.randn(1, 3, 32, 32)
-    out = extractor(x)
-    _, inter = small.forward_intermediates(x)
-    torch.testing.assert_close(out['c2'], inter[1])
-    torch.testing.assert_close(out['c4'], inter[3])
-    torch.testing.assert_close(out['logits'], small(x))
-
-
-def test_channels_last(small):
-    x = torch.randn(2, 3, 32, 32)
-    ref = small(x)
-    small = small.to(memory_format=torch.channels_last)
-    out = small(x.to(memory_format=torch.channels_last))
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
-
-
 def test_norm_layer_groupnorm_model():
     model = timm.create_model('groupnet_small', norm_layer='groupnorm', num_classes=10)
     norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
@@ -296,7 +178,3 @@ def test_norm_layer_groupnorm_model():
     assert n_params(model) == 1_020_618  # GN has the same affine parameters as BN
 
 
-def test_backward_every_parameter_gets_gradient():
-    model = timm.create_model('groupnet_small', num_classes=42).train()
-    model(torch.randn(2, 3, 32, 32)).mean().backward()
-    assert all(p.grad is not None for p in model.parameters())

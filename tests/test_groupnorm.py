@@ -25,14 +25,6 @@ def _per_sample_consistency(model: nn.Module, train: bool) -> float:
     return (alone - together).abs().max().item()
 
 
-@pytest.mark.parametrize('name', ['groupnet_small_gn', 'octnet_mini_gn', 'resnext_simple11_4g'])
-@pytest.mark.parametrize('train', [True, False])
-def test_gn_output_does_not_depend_on_the_batch(name, train):
-    kwargs = dict(norm_layer='groupnorm') if name == 'resnext_simple11_4g' else {}
-    model = timm.create_model(name, num_classes=10, **kwargs)
-    assert _per_sample_consistency(model, train) < 1e-5
-
-
 def test_bn_output_depends_on_the_batch_in_training():
     model = timm.create_model('groupnet_small', num_classes=10)
     assert _per_sample_consistency(model, train=True) > 1e-3   # batch statistics: the other samples matter

@@ -231,21 +231,6 @@ def test_oct_resnet_runs_on_odd_sizes(size):
         assert model(torch.randn(1, 3, size, size)).shape == (1, 5)
 
 
-@pytest.mark.parametrize('name', ['octnet_mini', 'oct_resnet26'])
-def test_scripting_fx_checkpointing_channels_last(name):
-    from torchvision.models.feature_extraction import create_feature_extractor
-    model = timm.create_model(name, num_classes=5).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        ref = model(x)
-        torch.testing.assert_close(torch.jit.script(model)(x), ref)
-        torch.testing.assert_close(create_feature_extractor(model, {'fc': 'out'})(x)['out'], ref)
-        cl = model.to(memory_format=torch.channels_last)
-        torch.testing.assert_close(cl(x.to(memory_format=torch.channels_last)), ref, rtol=1e-4, atol=1e-4)
-    model.set_grad_checkpointing(True)
-    torch.testing.assert_close(model(x), ref)
-
-
 def test_reparameterized_model_scripts_traces_and_gives_features():
     from torchvision.models.feature_extraction import create_feature_extractor
     model = randomise_norm_stats(timm.create_model('oct_resnet26', num_classes=5)).double()
@@ -273,12 +258,6 @@ def test_reparameterize_features_only_model_and_train_it_after():
     # what is left is an ordinary network: it trains, every parameter (the new biases too) gets a gradient
     sum(f.sum() for f in folded.train()(x)).backward()
     assert all(p.grad is not None for p in folded.parameters())
-
-
-def test_backward_reaches_every_parameter_and_drop_path():
-    model = timm.create_model('oct_resnet26', num_classes=3, drop_path_rate=0.2).train()
-    model(torch.randn(2, 3, 64, 64)).sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
 
 
 @pytest.mark.parametrize('kwargs, message', [

@@ -149,14 +149,3 @@ def test_shape_mismatch_names_the_source_and_first_keys(hub_cache):
         '(64, 64, 1, 1) in the file, (128, 64, 1, 1) in the model, ')
 
 
-@pytest.mark.parametrize('name', ['resnext_simple11_4g', 'resnext50_32x4d_gnws', 'resnext29_8x64d'])
-def test_scripting_fx_and_checkpointing(name):
-    from torchvision.models.feature_extraction import create_feature_extractor
-    model = timm.create_model(name, num_classes=5).eval()
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        ref = model(x)
-        torch.testing.assert_close(torch.jit.script(model)(x), ref)
-        torch.testing.assert_close(create_feature_extractor(model, {'fc': 'out'})(x)['out'], ref)
-        model.set_grad_checkpointing(True)
-        torch.testing.assert_close(model(x), ref)

@@ -23,7 +23,6 @@ def test_train_writes_metrics_curves_and_checkpoints(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ['best.pth', 'curves.png', 'last.pth', 'metrics.csv']
     rows = _rows(out / 'metrics.csv')
     assert [r['epoch'] for r in rows] == ['1', '2']
-    assert all(0 <= float(r['val_top1']) <= 100 and float(r['train_loss']) > 0 for r in rows)
     ckpt = torch.load(out / 'last.pth', weights_only=True)
     assert ckpt['epoch'] == 2 and ckpt['arch'] == 'octnet_mini' and ckpt['metric'] == float(rows[-1]['val_top1'])
     assert ckpt['state_dict']['stem.0.conv.weight'].shape[1] == 1  # digits are grey

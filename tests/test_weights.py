@@ -79,7 +79,7 @@ def test_export_writes_timm_config_and_a_model_card(tmp_path):
     assert config['label_names'] == [f'digit-{i}' for i in range(10)]
     assert config['pretrained_cfg']['input_size'] == [3, 32, 32]
     card = (out / 'README.md').read_text()
-    assert '# octnet_mini' in card and 'OctNetMini of seed 004' in card
+    assert '# octnet_mini' in card and 'OctNet-Mini: octave-conv network for 32x32 inputs' in card
     assert '- **Parameters:** 224,842' in card and '- **GFLOPs:** 0.20 at 3x32x32' in card
     assert '| top1 | 91.25 |' in card and '- **Epochs trained:** 7' in card  # from the training checkpoint
     assert "timm.create_model('hf-hub:ORG/REPO', pretrained=True)" in card
