@@ -4,9 +4,9 @@ ONNX (TorchScript and dynamo exporters; static, dynamic batch, dynamic H and W) 
 torch.compile, with autograd on and off, at even and odd sizes, random weights and norm statistics; and the
 same for the models after `prepare_for_inference`.
 
-`make test` runs the cheap paths for every model and every path for one model of each kind, at small sizes, in
-both autograd modes; `make test-heavy` (`-m heavy`) runs every path for every model in both modes at 224, 225,
-160 and the model's default size.
+`make test` runs the cheap paths for every model, every path for octnet_mini in both autograd modes and the main
+paths for one model of each other kind, at small sizes; `make test-heavy` (`-m heavy`) runs the rest, and every
+path for every model in both modes at 224, 225, 160 and the model's default size.
 """
 import functools
 import re
@@ -78,27 +78,47 @@ def test_every_model_exports_and_matches_eager(name, path):
 # one model of each kind of layer: octave conv blocks (alpha 0.5 from the stem on), grouped bottlenecks with
 # GroupNorm, the simple grouped block; then Oct-ResNet bottlenecks (single-band stem and last stage) and
 # weight-standardized convs at ImageNet size
-@pytest.mark.parametrize('path', [p for p in ALL_PATHS if p != 'torch-compile'])
-@pytest.mark.parametrize('name, grad', [('octnet_mini', True), ('octnet_mini', False), ('groupnet_small_gn', False),
-                                        ('resnext_simple11_4g', False)])
+EXPORT_PATHS = [p for p in ALL_PATHS if p != 'torch-compile']
+# the paths the second and later models of a group take in `make test` (the rest: make test-heavy)
+SPOT_CHECKS = ('onnx-ts-static', 'onnx-dynamo-size', 'openvino-torch-batch', 'torch-export')
+
+
+def heavy_beyond(cases, kept):
+    """`cases` as parameters, those outside `kept` marked heavy."""
+    return [case if case in kept else pytest.param(*case, marks=pytest.mark.heavy) for case in cases]
+
+
+@pytest.mark.parametrize('name, grad, path', heavy_beyond(
+    [(name, grad, path) for name, grad in (('octnet_mini', True), ('octnet_mini', False), ('groupnet_small_gn', False),
+                                           ('resnext_simple11_4g', False)) for path in EXPORT_PATHS],
+    kept={('octnet_mini', grad, p) for grad in (True, False) for p in EXPORT_PATHS} |
+         {(n, False, p) for n in ('groupnet_small_gn', 'resnext_simple11_4g') for p in SPOT_CHECKS}))
 def test_each_kind_of_model_exports_everywhere_and_matches_eager(name, path, grad):
     _run(name, path, grad)
 
 
-@pytest.mark.parametrize('name, path', [('oct_resnet26', p) for p in list(OTHERS) + list(COSTLY)] + [
-    ('resnext50_32x4d_gnws', p) for p in ('onnx-ts-batch', 'onnx-dynamo-batch', 'openvino-torch-batch',
-                                          'torch-export')])
+@pytest.mark.parametrize('name, path', heavy_beyond(
+    [('oct_resnet26', p) for p in list(OTHERS) + list(COSTLY)] + [
+        ('resnext50_32x4d_gnws', p) for p in ('onnx-ts-batch', 'onnx-dynamo-batch', 'openvino-torch-batch',
+                                              'torch-export')],
+    kept={('oct_resnet26', p) for p in ('onnx-ts-static', 'onnx-ts-batch', 'onnx-dynamo-batch', 'openvino-onnx-size',
+                                        'openvino-torch-size', 'torch-export')} |
+         {('resnext50_32x4d_gnws', p) for p in ('onnx-ts-batch', 'torch-export')}))
 def test_imagenet_size_kinds_export_everywhere_and_match_eager(name, path):
     _run(name, path, grad=False)
 
 
-@pytest.mark.parametrize('name, path', [('octnet_mini', p) for p in ALL_PATHS if p != 'torch-compile'] + [
-    ('oct_resnet26', p) for p in ('onnx-ts-size', 'onnx-dynamo-batch', 'openvino-torch-batch')])
+@pytest.mark.parametrize('name, path', heavy_beyond(
+    [('octnet_mini', p) for p in EXPORT_PATHS] + [
+        ('oct_resnet26', p) for p in ('onnx-ts-size', 'onnx-dynamo-batch', 'openvino-torch-batch')],
+    kept={('octnet_mini', p) for p in ('onnx-ts-size', 'jit-trace') + SPOT_CHECKS} |
+         {('oct_resnet26', p) for p in ('onnx-ts-size', 'openvino-torch-batch')}))
 def test_prepared_models_export_and_match_eager(name, path):
     _run(name, path, grad=path.startswith('onnx-ts'), prepared=True)
 
 
-@pytest.mark.parametrize('name, grad', [('octnet_mini', True), ('resnext_simple11_4g', False)])
+@pytest.mark.parametrize('name, grad', heavy_beyond([('octnet_mini', True), ('resnext_simple11_4g', False)],
+                                                    kept={('octnet_mini', True)}))
 def test_models_compile_without_graph_breaks_and_match_eager(name, grad):
     _run(name, 'torch-compile', grad, sizes=(32, [32, 33]))
 

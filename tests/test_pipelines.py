@@ -21,6 +21,12 @@ IMAGENET_SIZE = [n for n in timm_groupoct.list_models() if timm.models.get_pretr
 FAMILIES = ['oct_resnet26', 'groupnet_tiny', 'resnext50_32x4d_gn']
 
 
+def every_model(names, kept=tuple(FAMILIES) + ('resnet50',)):
+    """`names` as parameters: those outside `kept` (one model per family, and timm's resnet50 as the control) run
+    in `make test-heavy` only, the same checks at the same sizes."""
+    return [n if n in kept else pytest.param(n, marks=pytest.mark.heavy) for n in names]
+
+
 def test_the_imagenet_size_models_are_the_ones_expected():
     assert len(IMAGENET_SIZE) == 10 and {'oct_resnet50', 'groupnet_base', 'resnext101_32x8d_gn'} <= set(IMAGENET_SIZE)
 
@@ -135,7 +141,7 @@ def test_fx_tracing_of_the_whole_model_is_unchanged():
 # ---- segmentation_models_pytorch -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize('arch', ['Unet', 'FPN', 'DeepLabV3Plus'])
-@pytest.mark.parametrize('name', IMAGENET_SIZE + ['resnet50'])
+@pytest.mark.parametrize('name', every_model(IMAGENET_SIZE + ['resnet50']))
 def test_segmentation_models_pytorch_takes_the_models_as_tu_encoders(name, arch):
     import segmentation_models_pytorch as smp
     torch.manual_seed(0)
@@ -173,7 +179,7 @@ class TimmBackboneWithFPN(nn.Module):
         return self.fpn(collections.OrderedDict((str(i), f) for i, f in enumerate(self.body(x))))
 
 
-@pytest.mark.parametrize('name', IMAGENET_SIZE + ['resnet50'])
+@pytest.mark.parametrize('name', every_model(IMAGENET_SIZE + ['resnet50']))
 def test_torchvision_faster_rcnn_trains_and_detects_with_the_backbone(name):
     from torchvision.models.detection import FasterRCNN
     torch.manual_seed(0)
@@ -193,22 +199,25 @@ def test_torchvision_faster_rcnn_trains_and_detects_with_the_backbone(name):
 
 @pytest.fixture(scope='module')
 def exported_folders(tmp_path_factory):
-    """name -> a folder `timm-groupoct export` wrote for a 5-class model with label names."""
+    """name -> a folder `timm-groupoct export` wrote for a 5-class model with label names (written once)."""
     folders = {}
-    for name in IMAGENET_SIZE:
-        tmp = tmp_path_factory.mktemp(name)
-        torch.manual_seed(0)
-        torch.save(randomise_norm_stats(timm.create_model(name, num_classes=5)).state_dict(), tmp / 'ckpt.pth')
-        assert main(['export', name, '--checkpoint', str(tmp / 'ckpt.pth'), '--out', str(tmp / 'folder'),
-                     '--labels', 'cat,dog,fox,owl,emu']) == 0
-        folders[name] = tmp / 'folder'
-    return folders
+
+    def folder(name):
+        if name not in folders:
+            tmp = tmp_path_factory.mktemp(name)
+            torch.manual_seed(0)
+            torch.save(randomise_norm_stats(timm.create_model(name, num_classes=5)).state_dict(), tmp / 'ckpt.pth')
+            assert main(['export', name, '--checkpoint', str(tmp / 'ckpt.pth'), '--out', str(tmp / 'folder'),
+                         '--labels', 'cat,dog,fox,owl,emu']) == 0
+            folders[name] = tmp / 'folder'
+        return folders[name]
+    return folder
 
 
-@pytest.mark.parametrize('name', IMAGENET_SIZE)
+@pytest.mark.parametrize('name', every_model(IMAGENET_SIZE))
 def test_transformers_loads_an_exported_folder_and_computes_what_timm_computes(name, exported_folders):
     from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification
-    folder = exported_folders[name]
+    folder = exported_folders(name)
     assert 'num_classes' not in json.loads((folder / 'config.json').read_text())['model_args']
     hf = AutoModelForImageClassification.from_pretrained(folder).eval()
     ours = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
@@ -224,7 +233,7 @@ def test_transformers_loads_an_exported_folder_and_computes_what_timm_computes(n
 def test_transformers_pipeline_classifies_images_with_an_exported_folder(name, exported_folders):
     from PIL import Image
     from transformers import pipeline
-    classify = pipeline('image-classification', model=str(exported_folders[name]))
+    classify = pipeline('image-classification', model=str(exported_folders(name)))
     image = Image.fromarray((torch.rand(50, 40, 3) * 255).byte().numpy())
     top = classify(image, top_k=2)
     assert len(top) == 2 and {t['label'] for t in top} <= {'cat', 'dog', 'fox', 'owl', 'emu'}
@@ -232,7 +241,7 @@ def test_transformers_pipeline_classifies_images_with_an_exported_folder(name, e
 
 
 def test_a_folder_an_older_export_wrote_still_loads_in_timm(exported_folders):
-    folder = exported_folders['oct_resnet26']
+    folder = exported_folders('oct_resnet26')
     config = json.loads((folder / 'config.json').read_text())
     config['model_args']['num_classes'] = 5  # what exports wrote before
     (folder / 'config.json').write_text(json.dumps(config))
