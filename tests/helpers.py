@@ -1,4 +1,5 @@
 """Helpers shared by the tests."""
+import pytest
 import torch.nn as nn
 from PIL import Image
 
@@ -27,3 +28,10 @@ def randomise_norm_stats(model: nn.Module) -> nn.Module:
             nn.init.uniform_(m.running_var, 0.5, 2.0)
             nn.init.normal_(m.running_mean, std=0.1)
     return model.eval()
+
+
+def heavy_beyond(cases, kept):
+    """`cases` as pytest parameters (a tuple per case, or single values), those outside `kept` marked heavy: they
+    run in `make test-heavy` only, the same checks at the same sizes."""
+    return [case if case in kept else pytest.param(*(case if isinstance(case, tuple) else (case,)),
+                                                   marks=pytest.mark.heavy) for case in cases]

@@ -19,7 +19,7 @@ import timm_groupoct
 from timm_groupoct.deploy import ExportError, export_onnx, prepare_for_inference
 
 import export_paths as paths
-from helpers import randomise_norm_stats
+from helpers import heavy_beyond, randomise_norm_stats
 
 MODELS = timm_groupoct.list_models()
 # (path, with autograd on): in `make test` every model takes each of these once, in both autograd modes overall
@@ -81,11 +81,6 @@ def test_every_model_exports_and_matches_eager(name, path):
 EXPORT_PATHS = [p for p in ALL_PATHS if p != 'torch-compile']
 # the paths the second and later models of a group take in `make test` (the rest: make test-heavy)
 SPOT_CHECKS = ('onnx-ts-static', 'onnx-dynamo-size', 'openvino-torch-batch', 'torch-export')
-
-
-def heavy_beyond(cases, kept):
-    """`cases` as parameters, those outside `kept` marked heavy."""
-    return [case if case in kept else pytest.param(*case, marks=pytest.mark.heavy) for case in cases]
 
 
 @pytest.mark.parametrize('name, grad, path', heavy_beyond(

@@ -14,17 +14,13 @@ import torch.nn as nn
 import timm_groupoct
 from timm_groupoct.cli import main
 
-from helpers import randomise_norm_stats
+from helpers import heavy_beyond, randomise_norm_stats
 
 IMAGENET_SIZE = [n for n in timm_groupoct.list_models() if timm.models.get_pretrained_cfg(n).input_size[-1] == 224]
 # one model per family: octave (Oct-ResNet), GroupNet, ResNeXt with GroupNorm
 FAMILIES = ['oct_resnet26', 'groupnet_tiny', 'resnext50_32x4d_gn']
-
-
-def every_model(names, kept=tuple(FAMILIES) + ('resnet50',)):
-    """`names` as parameters: those outside `kept` (one model per family, and timm's resnet50 as the control) run
-    in `make test-heavy` only, the same checks at the same sizes."""
-    return [n if n in kept else pytest.param(n, marks=pytest.mark.heavy) for n in names]
+# what `make test` feeds the pipelines: one model per family, and timm's resnet50 as the control
+PER_FAMILY = FAMILIES + ['resnet50']
 
 
 def test_the_imagenet_size_models_are_the_ones_expected():
@@ -141,7 +137,7 @@ def test_fx_tracing_of_the_whole_model_is_unchanged():
 # ---- segmentation_models_pytorch -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize('arch', ['Unet', 'FPN', 'DeepLabV3Plus'])
-@pytest.mark.parametrize('name', every_model(IMAGENET_SIZE + ['resnet50']))
+@pytest.mark.parametrize('name', heavy_beyond(IMAGENET_SIZE + ['resnet50'], PER_FAMILY))
 def test_segmentation_models_pytorch_takes_the_models_as_tu_encoders(name, arch):
     import segmentation_models_pytorch as smp
     torch.manual_seed(0)
@@ -179,7 +175,7 @@ class TimmBackboneWithFPN(nn.Module):
         return self.fpn(collections.OrderedDict((str(i), f) for i, f in enumerate(self.body(x))))
 
 
-@pytest.mark.parametrize('name', every_model(IMAGENET_SIZE + ['resnet50']))
+@pytest.mark.parametrize('name', heavy_beyond(IMAGENET_SIZE + ['resnet50'], PER_FAMILY))
 def test_torchvision_faster_rcnn_trains_and_detects_with_the_backbone(name):
     from torchvision.models.detection import FasterRCNN
     torch.manual_seed(0)
@@ -214,7 +210,7 @@ def exported_folders(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize('name', every_model(IMAGENET_SIZE))
+@pytest.mark.parametrize('name', heavy_beyond(IMAGENET_SIZE, PER_FAMILY))
 def test_transformers_loads_an_exported_folder_and_computes_what_timm_computes(name, exported_folders):
     from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification
     folder = exported_folders(name)
