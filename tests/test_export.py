@@ -189,3 +189,15 @@ def test_every_model_everywhere_at_full_size(name, path, grad):
 @pytest.mark.parametrize('name', MODELS)
 def test_every_model_export_helpers_at_full_size(name, dynamic):
     check(paths.export_helpers(model_for(name), 224, [224, 225, 160], dynamic=dynamic))
+
+
+# ---- what the pipelines changed: dilated stages (output_stride), features_only models -------------------------
+
+@pytest.mark.parametrize('name, path', heavy_beyond(  # (compiling a dilated ImageNet model takes a minute)
+    [(n, p) for n in ('oct_resnet26', 'resnext50_32x4d_gn') for p in ('onnx-ts-size', 'jit-trace', 'torch-compile')],
+    kept={(n, p) for n in ('oct_resnet26', 'resnext50_32x4d_gn') for p in ('onnx-ts-size', 'jit-trace')}))
+def test_dilated_models_export_trace_and_compile_like_eager_at_even_and_odd_sizes(name, path):
+    torch.manual_seed(0)
+    model = randomise_norm_stats(timm.create_model(name, output_stride=16))
+    assert model.feature_info[-1]['reduction'] == 16
+    check(ALL_PATHS[path](model, 64, [64, 65], grad=path == 'jit-trace'))  # the ONNX export under no_grad
