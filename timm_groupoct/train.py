@@ -11,7 +11,6 @@ it (the checkpoint carries the metrics rows, the optimizer state and the epoch c
 `state_dict` (and `state_dict_ema`) with `epoch`, `arch`, `metric`, `optimizer` and `args`, as timm's train.py writes
 them, so `timm-groupoct export` takes them as they are.
 """
-import argparse
 import csv
 import math
 import os
@@ -40,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
 from .data import DataError, load_data
-from .models._weights import names_weights_location
+from .models._weights import CheckpointError, load_torch_file, names_weights_location
 
 __all__ = ['TrainConfig', 'TrainError', 'evaluate', 'freeze_backbone', 'train', 'train_one_epoch', 'predict_images']
 
@@ -258,14 +257,9 @@ def _read_resume_checkpoint(cfg: TrainConfig) -> dict:
     """The `--resume` checkpoint, checked against the run it is to continue before anything is trained."""
     path = cfg.resume
     try:
-        # timm's train.py stores its argparse Namespace: a plain container, allowed explicitly
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except (RuntimeError, EOFError, OSError) as e:
+        checkpoint = load_torch_file(path)
+    except CheckpointError as e:
         raise TrainError(f'cannot read --resume checkpoint {path}: {e}') from e
-    except Exception as e:  # weights_only refuses pickled objects that are not plain tensors and containers
-        raise TrainError(f'refusing to unpickle --resume {path}: it holds more than tensors and containers ({e})') \
-            from e
     missing = [k for k in ('state_dict', 'optimizer', 'epoch', 'best_metric', 'metrics') if k not in checkpoint]
     if missing:
         raise TrainError(f'--resume {path} is not a last.pth of `timm-groupoct train` (it lacks {", ".join(missing)}); '

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 __all__ = [
     'CheckpointError', 'read_checkpoint', 'load_checkpoint', 'check_state_dict_fits', 'fetch_hub_weights',
-    'weights_file_in', 'names_weights_location', 'resnet_layout_key',
+    'weights_file_in', 'load_torch_file', 'names_weights_location', 'resnet_layout_key',
 ]
 
 # the weight files a Hub-style folder may hold, preferred first (timm's order)
@@ -78,17 +78,12 @@ def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint {path} does not exist')
-    try:
-        if path.suffix == '.safetensors':
+    if path.suffix == '.safetensors':
+        try:
             return load_file(str(path), device='cpu'), {}
-        # timm's train.py stores its argparse Namespace: a plain container, allowed explicitly
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location='cpu', weights_only=True)
-    except (SafetensorError, RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f'cannot read checkpoint {path} (truncated or not a weights file?): {e}') from e
-    except Exception as e:  # weights_only refuses pickled objects that are not plain tensors and containers
-        raise CheckpointError(f'refusing to unpickle {path}: it holds more than tensors ({e}). '
-                              f'Re-save its state dict with safetensors or torch.save(state_dict).') from e
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f'cannot read checkpoint {path} (truncated or not a weights file?): {e}') from e
+    obj = load_torch_file(path)
     meta: Dict[str, Any] = {}
     for key in _NESTED_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -103,6 +98,19 @@ def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f'checkpoint {path} holds no state dict (a mapping of names to tensors)')
     return obj, meta
+
+
+def load_torch_file(path: PathLike) -> Any:
+    """`torch.load(path, weights_only=True)`: tensors and plain containers only (timm train.py's argparse Namespace
+    allowed), or a CheckpointError naming the file."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f'cannot read checkpoint {path} (truncated or not a weights file?): {e}') from e
+    except Exception as e:  # weights_only refuses pickled objects that are not plain tensors and containers
+        raise CheckpointError(f'refusing to unpickle {path}: it holds more than tensors ({e}). '
+                              f'Re-save its state dict with safetensors or torch.save(state_dict).') from e
 
 
 def load_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
